@@ -1,0 +1,31 @@
+# The two commands of the README (make demo, make test) set themselves up: they create .venv
+# from the lock file when it is missing or older than the lock.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+export WANDB_MODE ?= offline
+export WANDB_SILENT ?= true
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test install clean-outputs
+
+install: $(STAMP)
+
+$(STAMP): requirements/lock.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements/lock.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) tools/train.py experiment=demo $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+clean-outputs:
+	rm -rf outputs multirun

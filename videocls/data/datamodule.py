@@ -1,0 +1,91 @@
+"""One dataset's whole description, built by Hydra from ``configs/data/*.yaml``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from videocls.data.annotations import read_classes, read_video_list
+from videocls.data.dataset import VideoClipDataset
+from videocls.data.sampling import ClipSampler
+from videocls.data.transforms import ClipTransform
+
+
+@dataclass
+class VideoData:
+    """Where the annotations are, how clips are sampled and augmented, and loader sizes.
+
+    ``mean``/``std`` left as ``None`` take the model's own normalisation. ``synthetic`` (a dict
+    of ``generate_dataset`` arguments) makes ``prepare()`` generate the built-in dataset at
+    ``root`` when it is not there yet.
+    """
+
+    train_list: str
+    val_list: str
+    num_classes: int
+    root: str | None = None
+    classes: str | None = None
+    batch_size: int = 8
+    num_workers: int = 4
+    backend: str = "auto"
+    decode_threads: int = 1
+    num_frames: int = 8
+    sampling_rate: int = 8
+    sampling_mode: str = "clip"
+    target_fps: float | None = None
+    pad: str = "repeat"
+    train_short_side: tuple[int, int] = (256, 320)
+    train_crop: int = 224
+    test_short_side: int = 256
+    test_crop: int = 256
+    flip: bool = True
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    slowfast_alpha: int | None = None
+    max_retries: int = 10
+    synthetic: dict | None = None
+
+    def prepare(self) -> None:
+        """Create what the dataset needs on disk (only the built-in dataset is generated)."""
+        if self.synthetic is not None:
+            from videocls.data.synthetic import generate_dataset
+
+            generate_dataset(self.root, **self.synthetic)
+
+    def class_names(self) -> list[str]:
+        if self.classes is not None and Path(self.classes).is_file():
+            return read_classes(self.classes)
+        return [str(i) for i in range(self.num_classes)]
+
+    def dataset(
+        self,
+        split: str,
+        train: bool,
+        mean: tuple[float, float, float],
+        std: tuple[float, float, float],
+        num_clips: int = 1,
+        num_crops: int = 1,
+        seed: int = 0,
+    ) -> VideoClipDataset:
+        """``split`` is ``"train"`` or ``"val"``; ``train`` picks random vs test-view sampling."""
+        annotation = {"train": self.train_list, "val": self.val_list}[split]
+        classes = read_classes(self.classes) if self.classes is not None else None
+        records = read_video_list(annotation, root=self.root, classes=classes)
+        sampler = ClipSampler(self.num_frames, self.sampling_rate, self.sampling_mode, self.target_fps, self.pad)
+        if train:
+            lo, hi = self.train_short_side
+            transform = ClipTransform(self.train_crop, lo, hi, self._mean(mean), self._std(std), True, self.flip)
+        else:
+            side = self.test_short_side
+            transform = ClipTransform(self.test_crop, side, side, self._mean(mean), self._std(std), False)
+        return VideoClipDataset(
+            records, sampler, transform, train=train, num_clips=num_clips, num_crops=num_crops,
+            backend=self.backend, num_threads=self.decode_threads, slowfast_alpha=self.slowfast_alpha,
+            max_retries=self.max_retries, seed=seed,
+        )
+
+    def _mean(self, model_mean):
+        return tuple(self.mean) if self.mean is not None else tuple(model_mean)
+
+    def _std(self, model_std):
+        return tuple(self.std) if self.std is not None else tuple(model_std)

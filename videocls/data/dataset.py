@@ -1,0 +1,137 @@
+"""Map-style video clip dataset: decode, sample, transform; bad files are skipped and counted.
+
+Training draws one random clip per item. Evaluation enumerates every view of every video
+(``num_clips`` temporal x ``num_crops`` spatial), so a ``DistributedSampler``-free shard
+of indices covers each view exactly once.
+
+Randomness comes from a generator seeded by ``(seed, epoch, index, attempt)``: the same item
+of the same epoch gives the same clip whatever the worker count, which makes runs
+reproducible and resume after preemption exact.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from videocls.data.annotations import VideoRecord
+from videocls.data.sampling import ClipSampler, pack_pathways
+from videocls.data.video_io import open_video
+
+log = logging.getLogger(__name__)
+
+# What a bad file can raise while being opened or decoded. Anything else is a bug and surfaces.
+BAD_VIDEO_ERRORS = (RuntimeError, OSError, IndexError, ValueError, EOFError)
+
+
+class VideoClipDataset(Dataset):
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        sampler: ClipSampler,
+        transform: Callable[..., torch.Tensor],
+        train: bool,
+        num_clips: int = 1,
+        num_crops: int = 1,
+        backend: str = "auto",
+        num_threads: int = 1,
+        slowfast_alpha: int | None = None,
+        max_retries: int = 10,
+        seed: int = 0,
+    ) -> None:
+        if not records:
+            raise ValueError("dataset has no videos")
+        self.records = list(records)
+        self.sampler = sampler
+        self.transform = transform
+        self.train = train
+        self.num_clips = 1 if train else num_clips
+        self.num_crops = 1 if train else num_crops
+        self.backend = backend
+        self.num_threads = num_threads
+        self.slowfast_alpha = slowfast_alpha
+        self.max_retries = max_retries
+        self.seed = seed
+        self.epoch = 0
+        self._reported: set[str] = set()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the loop before each epoch; workers are re-created, so they see it."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records) * self.num_clips * self.num_crops
+
+    def view_of(self, index: int) -> tuple[int, int, int]:
+        """Item index -> (video_idx, clip_idx, spatial_idx)."""
+        video_idx, view = divmod(index, self.num_clips * self.num_crops)
+        clip_idx, spatial_idx = divmod(view, self.num_crops)
+        return video_idx, clip_idx, spatial_idx
+
+    def _load_clip(self, record: VideoRecord, clip_idx: int, spatial_idx: int, rng: np.random.Generator):
+        reader = open_video(record.path, backend=self.backend, num_threads=self.num_threads)
+        try:
+            indices = self.sampler(len(reader), reader.fps, self.train, clip_idx, self.num_clips, rng)
+            frames = reader.get_frames(indices.tolist())
+        finally:
+            reader.close()
+        # Spatial crop 1 (centre) when testing with a single crop, as PySlowFast does.
+        crop = spatial_idx if self.num_crops == 3 else 1
+        clip = self.transform(frames, rng=rng, spatial_idx=crop)
+        return pack_pathways(clip, self.slowfast_alpha) if self.slowfast_alpha else clip
+
+    def _skip(self, record: VideoRecord, error: Exception, skipped: list[tuple[str, str]]) -> None:
+        reason = f"{type(error).__name__}: {error}"
+        skipped.append((record.path, reason))
+        if record.path not in self._reported:
+            self._reported.add(record.path)
+            log.warning("skipping unreadable video %s (%s)", record.path, reason)
+
+    def _label(self, record: VideoRecord) -> torch.Tensor:
+        return torch.as_tensor(record.label)
+
+    def __getitem__(self, index: int) -> dict:
+        video_idx, clip_idx, spatial_idx = self.view_of(index)
+        skipped: list[tuple[str, str]] = []
+        for attempt in range(self.max_retries + 1):
+            record = self.records[video_idx]
+            rng = np.random.default_rng([self.seed, self.epoch, index, attempt])
+            try:
+                clip = self._load_clip(record, clip_idx, spatial_idx, rng)
+            except BAD_VIDEO_ERRORS as error:
+                self._skip(record, error, skipped)
+                if not self.train:
+                    # A test view cannot be replaced by another video's: mark it invalid so the
+                    # evaluator drops it and reports the video, instead of miscounting.
+                    return self._invalid_item(record, video_idx, clip_idx, spatial_idx, skipped)
+                video_idx = int(rng.integers(len(self.records)))
+                continue
+            return self._item(clip, record, video_idx, clip_idx, spatial_idx, True, skipped)
+        raise RuntimeError(
+            f"{self.max_retries + 1} videos in a row could not be read; last: {skipped[-1][0]} "
+            f"({skipped[-1][1]}). Check the dataset with tools/validate_dataset.py."
+        )
+
+    def _invalid_item(
+        self, record: VideoRecord, video_idx: int, clip_idx: int, spatial_idx: int, skipped: list
+    ) -> dict:
+        crop = self.transform.crop_size
+        clip = torch.zeros(3, self.sampler.num_frames, crop, crop)
+        if self.slowfast_alpha:
+            clip = pack_pathways(clip, self.slowfast_alpha)
+        return self._item(clip, record, video_idx, clip_idx, spatial_idx, False, skipped)
+
+    def _item(self, clip, record, video_idx, clip_idx, spatial_idx, valid, skipped) -> dict:
+        return {
+            "video": clip,
+            "label": self._label(record),
+            "video_idx": video_idx,
+            "clip_idx": clip_idx,
+            "spatial_idx": spatial_idx,
+            "valid": valid,
+            "skipped": skipped,
+        }

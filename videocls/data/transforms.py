@@ -1,0 +1,90 @@
+"""Clip transforms on tensors: one random draw per clip, applied identically to every frame.
+
+Input is what readers return (uint8 ``T x H x W x 3``); output is what models take
+(normalised float ``3 x T x H x W``). Resizing follows PySlowFast (bilinear,
+``align_corners=False``), so numbers are comparable with its recipes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def to_float_tchw(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 ``T H W 3`` -> float ``T 3 H W`` in [0, 1]."""
+    return frames.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def short_side_resize(clip: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize ``T C H W`` so its short side is ``size`` (long side floored, as PySlowFast)."""
+    h, w = clip.shape[-2:]
+    if min(h, w) == size:
+        return clip
+    if w < h:
+        new_h, new_w = int(math.floor(h / w * size)), size
+    else:
+        new_h, new_w = size, int(math.floor(w / h * size))
+    return F.interpolate(clip, size=(new_h, new_w), mode="bilinear", align_corners=False)
+
+
+def random_crop(clip: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
+    h, w = clip.shape[-2:]
+    y = int(rng.integers(0, h - size + 1))
+    x = int(rng.integers(0, w - size + 1))
+    return clip[..., y : y + size, x : x + size]
+
+
+def uniform_crop(clip: torch.Tensor, size: int, spatial_idx: int) -> torch.Tensor:
+    """PySlowFast's test crops: 0/1/2 = start/centre/end along the long side."""
+    if spatial_idx not in (0, 1, 2):
+        raise ValueError(f"spatial_idx must be 0, 1 or 2, got {spatial_idx}")
+    h, w = clip.shape[-2:]
+    y, x = int(math.ceil((h - size) / 2)), int(math.ceil((w - size) / 2))
+    if h > w:
+        y = {0: 0, 1: y, 2: h - size}[spatial_idx]
+    else:
+        x = {0: 0, 1: x, 2: w - size}[spatial_idx]
+    return clip[..., y : y + size, x : x + size]
+
+
+def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Per-channel ``(x - mean) / std`` on ``T C H W``."""
+    mean_t = torch.as_tensor(mean, dtype=clip.dtype).view(1, -1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=clip.dtype).view(1, -1, 1, 1)
+    return (clip - mean_t) / std_t
+
+
+@dataclass(frozen=True)
+class ClipTransform:
+    """Training: short-side scale jitter, random crop, optional flip. Test: resize + uniform crop.
+
+    Horizontal flip is off by default: it turns "moving left" into "moving right", which is
+    wrong for direction-sensitive datasets (SSv2, the built-in one).
+    """
+
+    crop_size: int
+    min_short_side: int
+    max_short_side: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    train: bool
+    flip: bool = False
+
+    def __call__(
+        self, frames: torch.Tensor, rng: np.random.Generator, spatial_idx: int = 1
+    ) -> torch.Tensor:
+        clip = to_float_tchw(frames)
+        if self.train:
+            size = int(round(rng.uniform(self.min_short_side, self.max_short_side)))
+            clip = random_crop(short_side_resize(clip, size), self.crop_size, rng)
+            if self.flip and rng.random() < 0.5:
+                clip = clip.flip(-1)
+        else:
+            clip = uniform_crop(short_side_resize(clip, self.min_short_side), self.crop_size, spatial_idx)
+        return normalize(clip, self.mean, self.std).permute(1, 0, 2, 3).contiguous()

@@ -1,0 +1,348 @@
+"""The training loop: one readable path from a batch to an optimiser step.
+
+``fit(cfg, run_dir)`` is what ``tools/train.py`` calls. It builds the parts from the Hydra
+config, resumes from ``<run dir>/checkpoints/last.pt`` when one exists, trains with DDP /
+AMP / accumulation / clipping / EMA as configured, evaluates, and writes ``results.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from videocls.data.loader import build_loader
+from videocls.engine.checkpoint import PreemptionFlag, load_checkpoint, rng_state, save_atomic, set_rng_state
+from videocls.engine.distributed import DistEnv, all_gather_objects, any_rank, barrier, broadcast_object, init_distributed, shutdown
+from videocls.engine.evaluator import EvalResult, autocast, evaluate, to_device
+from videocls.engine.logging import RunLogger
+from videocls.engine.losses import build_loss
+from videocls.engine.optim import build_optimizer, build_scheduler
+from videocls.engine.report import format_results, write_results
+from videocls.models import get_model_config
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.benchmark = False
+
+
+@torch.no_grad()
+def recompute_bn_stats(model: nn.Module, loader, num_batches: int, env: DistEnv, precision: str) -> None:
+    """Precise BN (PySlowFast): re-estimate BatchNorm statistics as a true average over batches.
+
+    Running averages with momentum lag behind the final weights; this replaces them.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns or num_batches <= 0:
+        return
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average = exact mean over the batches seen
+    was_training = model.training
+    model.train()
+    for i, batch in enumerate(loader):
+        if i >= num_batches:
+            break
+        with autocast(env.device, precision):
+            model(to_device(batch["video"], env.device))
+    for bn, momentum in zip(bns, momenta):
+        bn.momentum = momentum
+    model.train(was_training)
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, run_dir: str | Path) -> None:
+        self.cfg = cfg
+        t = cfg.trainer
+        self.env = init_distributed(t.device)
+        # Each rank's Hydra picks its own timestamped dir; rank 0's is the run's (and resume's).
+        self.run_dir = Path(broadcast_object(str(run_dir)))
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        seed_everything(t.seed, t.deterministic)
+        self.precision = str(t.precision)
+        self.accumulate = int(t.accumulate_grad_batches)
+
+        self.data = instantiate(cfg.data)
+        if self.env.is_main:
+            self.data.prepare()
+        barrier()
+        self.model_config = get_model_config(cfg.model.name)
+        mean, std = self.model_config.mean, self.model_config.std
+        self.train_set = self.data.dataset("train", True, mean, std, seed=t.seed)
+        self.val_set = self.data.dataset("val", False, mean, std, t.val_num_clips, t.val_num_crops, seed=t.seed)
+        loader_args = dict(num_workers=self.data.num_workers, seed=t.seed, num_replicas=self.env.world_size,
+                           rank=self.env.rank, pin_memory=self.env.device.type == "cuda")
+        self.train_loader = build_loader(self.train_set, self.data.batch_size, train=True, **loader_args)
+        self.val_loader = build_loader(self.val_set, cfg.test.batch_size, train=False, **loader_args)
+
+        model = instantiate(cfg.model).to(self.env.device)
+        if t.channels_last:
+            model = model.to(memory_format=torch.channels_last_3d)
+        if t.sync_bn and self.env.distributed:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model  # the bare module: what is saved, evaluated and averaged
+        self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True) if t.ema else None
+        self.global_batch = self.data.batch_size * self.env.world_size * self.accumulate
+        self.optimizer = instantiate(cfg.optim)(model, global_batch_size=self.global_batch)
+        self.steps_per_epoch = len(self.train_loader) // self.accumulate
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"an epoch has {len(self.train_loader)} batches, fewer than accumulate_grad_batches={self.accumulate}"
+            )
+        self.scheduler = instantiate(cfg.schedule)(self.optimizer, self.steps_per_epoch, t.max_epochs)
+        self.scaler = torch.amp.GradScaler(self.env.device.type, enabled=self.precision == "16")
+        self.criterion = instantiate(cfg.loss).to(self.env.device)
+        train_model = DistributedDataParallel(model) if self.env.distributed else model
+        self.train_model = torch.compile(train_model) if t.compile else train_model
+
+        self.epoch, self.global_step, self.batches_done = 0, 0, 0
+        self.best_metric = -math.inf
+        self.skipped: dict[str, str] = {}
+        self.logger = RunLogger(self.run_dir, enabled=self.env.is_main,
+                                config=OmegaConf.to_container(cfg, resolve=True), **cfg.logger)
+        self._resume()
+        if self.env.is_main:
+            log.info("global batch %d (%d per device x %d devices x %d accumulation), peak lr %.4g",
+                     self.global_batch, self.data.batch_size, self.env.world_size, self.accumulate,
+                     self.optimizer.param_groups[0]["initial_lr"])
+            self.logger.log({"global_batch_size": self.global_batch,
+                             "lr_scaled": self.optimizer.param_groups[0]["initial_lr"]}, step=self.global_step)
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def _state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "batches_done": self.batches_done,
+            "best_metric": self.best_metric,
+            "rng": rng_state(),
+            "model_name": self.cfg.model.name,
+            "config": OmegaConf.to_yaml(self.cfg, resolve=True),
+        }
+
+    def save(self, name: str = "last.pt") -> Path | None:
+        if not self.env.is_main:
+            return None
+        path = save_atomic(self._state(), self.ckpt_dir / name)
+        self.logger.log({"checkpoint": str(path)}, step=self.global_step)
+        return path
+
+    def _resume(self) -> None:
+        choice = str(self.cfg.trainer.resume)
+        path = self.ckpt_dir / "last.pt" if choice == "auto" else None if choice == "never" else Path(choice)
+        if path is None or not path.is_file():
+            if choice not in ("auto", "never"):
+                raise FileNotFoundError(f"trainer.resume={choice}: no such checkpoint")
+            return
+        state = load_checkpoint(path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.batches_done, self.best_metric = state["batches_done"], state["best_metric"]
+        set_rng_state(state["rng"])
+        if self.env.is_main:
+            log.info("resumed from %s at epoch %d, batch %d (global step %d)",
+                     path, self.epoch, self.batches_done, self.global_step)
+
+    # ----------------------------------------------------------------------------- training
+    def _sync_context(self, batch_index: int):
+        """Skip DDP's gradient all-reduce on the accumulating (non-stepping) micro-batches."""
+        stepping = (batch_index + 1) % self.accumulate == 0
+        if self.env.distributed and not stepping:
+            return self.train_model.no_sync() if hasattr(self.train_model, "no_sync") else nullcontext()
+        return nullcontext()
+
+    def _optimizer_step(self) -> float:
+        t = self.cfg.trainer
+        self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = t.grad_clip if t.grad_clip else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm).item()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.global_step += 1
+        return grad_norm
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        if any_rank(not torch.isfinite(loss).item()):
+            if self.env.is_main:
+                path = save_atomic(self._state(), self.ckpt_dir / "nan.pt")
+                log.error("non-finite loss; debugging state saved to %s (last.pt is untouched)", path)
+            raise FloatingPointError(
+                f"loss is {loss.item()} at epoch {self.epoch}, global step {self.global_step}; "
+                f"last good checkpoint: {self.ckpt_dir / 'last.pt'}"
+            )
+
+    def train_epoch(self, preempt: PreemptionFlag) -> bool:
+        """One epoch from ``self.batches_done``; returns False when stopped by a signal."""
+        t = self.cfg.trainer
+        self.train_set.set_epoch(self.epoch)
+        self.train_loader.sampler.set_epoch(self.epoch, start=self.batches_done * self.data.batch_size)
+        self.train_model.train()
+        total = len(self.train_loader) + self.batches_done
+        bar = tqdm(total=total, initial=self.batches_done, desc=f"epoch {self.epoch}",
+                   disable=not (self.env.is_main and sys.stderr.isatty()), leave=False)
+        wait_start, last = time.perf_counter(), time.perf_counter()
+        data_time, clips, losses = 0.0, 0, []
+        for i, batch in enumerate(self.train_loader, start=self.batches_done):
+            data_time += time.perf_counter() - wait_start
+            for path, reason in batch["skipped"]:
+                self.skipped.setdefault(path, reason)
+            video = to_device(batch["video"], self.env.device, t.channels_last)
+            label = batch["label"].to(self.env.device, non_blocking=True)
+            with self._sync_context(i):
+                with autocast(self.env.device, self.precision):
+                    loss = self.criterion(self.train_model(video), label)
+                self.scaler.scale(loss / self.accumulate).backward()
+            self._check_finite(loss.detach())
+            losses.append(loss.item())
+            clips += label.shape[0]
+            bar.update(1)
+            if (i + 1) % self.accumulate:
+                wait_start = time.perf_counter()
+                continue
+            grad_norm = self._optimizer_step()
+            self.batches_done = i + 1
+            if self.global_step % t.log_every_n_steps == 0 and self.env.is_main:
+                elapsed = time.perf_counter() - last
+                self.logger.log({
+                    "train/loss": sum(losses) / len(losses),
+                    "train/lr": self.optimizer.param_groups[0]["lr"],
+                    "train/grad_norm": grad_norm,
+                    "train/clips_per_s": clips * self.env.world_size / elapsed,
+                    "train/data_wait_frac": data_time / elapsed,
+                    "train/gpu_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0,
+                    "epoch": self.epoch,
+                }, step=self.global_step)
+                bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}")
+                last, data_time, clips, losses = time.perf_counter(), 0.0, 0, []
+            if t.checkpoint_every_n_steps and self.global_step % t.checkpoint_every_n_steps == 0:
+                self.save()
+            if any_rank(bool(preempt)):
+                self.save()
+                bar.close()
+                return False
+            wait_start = time.perf_counter()
+        bar.close()
+        return True
+
+    def validate(self) -> EvalResult:
+        t = self.cfg.trainer
+        model = self.ema.module if self.ema is not None else self.model
+        if t.precise_bn_batches:
+            recompute_bn_stats(model, self.train_loader, t.precise_bn_batches, self.env, self.precision)
+        return evaluate(model, self.val_loader, self.env, self.cfg.test.aggregation, self.precision,
+                        self.cfg.test.max_views_per_batch, t.channels_last)
+
+    def _record_epoch(self, result: EvalResult) -> None:
+        t = self.cfg.trainer
+        metric = result.video[t.best_metric] if t.best_metric in result.video else result.clip[t.best_metric]
+        metrics = {f"val/clip_{k}": v for k, v in result.clip.items()}
+        metrics.update({f"val/video_{k}": v for k, v in result.video.items()})
+        metrics.update({"epoch": self.epoch, "data/skipped_videos": len(self.skipped)})
+        self.logger.log(metrics, step=self.global_step)
+        if self.env.is_main:
+            log.info("epoch %d: val clip top1 %.3f, video top1 %.3f, skipped videos %d",
+                     self.epoch, result.clip["top1"], result.video["top1"], len(self.skipped))
+        if metric > self.best_metric:
+            self.best_metric = metric
+            self.save("best.pt")
+
+    def _write_skipped(self) -> None:
+        if self.env.is_main and self.skipped:
+            lines = [f"{path}\t{reason}" for path, reason in sorted(self.skipped.items())]
+            (self.run_dir / "skipped_videos.tsv").write_text("\n".join(lines) + "\n")
+
+    def fit(self) -> dict | None:
+        """Train to ``trainer.max_epochs``, then run the test protocol; returns the results (rank 0)."""
+        t = self.cfg.trainer
+        with PreemptionFlag() as preempt:
+            while self.epoch < t.max_epochs:
+                if not self.train_epoch(preempt):
+                    self._write_skipped()
+                    if self.env.is_main:
+                        log.warning("stopped by signal at epoch %d, batch %d; rerun the same command to resume",
+                                    self.epoch, self.batches_done)
+                    return None
+                self.epoch, self.batches_done = self.epoch + 1, 0
+                # Every rank skips its own bad videos; merge them so rank 0 reports them all.
+                for shard in all_gather_objects(self.skipped):
+                    self.skipped.update(shard)
+                if self.epoch % t.eval_period == 0 or self.epoch == t.max_epochs:
+                    self._record_epoch(self.validate())
+                if self.epoch % t.checkpoint_period == 0 or self.epoch == t.max_epochs:
+                    self.save()
+        return self.test()
+
+    def test(self) -> dict | None:
+        """The final test protocol (``test.num_clips`` x ``test.num_crops``) on the validation split."""
+        mean, std = self.model_config.mean, self.model_config.std
+        tc = self.cfg.test
+        test_set = self.data.dataset("val", False, mean, std, tc.num_clips, tc.num_crops, seed=self.cfg.trainer.seed)
+        loader = build_loader(test_set, tc.batch_size, self.data.num_workers, train=False,
+                              num_replicas=self.env.world_size, rank=self.env.rank)
+        model = self.ema.module if self.ema is not None else self.model
+        result = evaluate(model, loader, self.env, tc.aggregation, self.precision, tc.max_views_per_batch)
+        self._write_skipped()
+        if not self.env.is_main:
+            return None
+        summary = result.summary()
+        summary["protocol"] = {"num_clips": tc.num_clips, "num_crops": tc.num_crops, "aggregation": tc.aggregation,
+                               "split": "val"}
+        summary["checkpoint"] = str(self.ckpt_dir / "last.pt")
+        summary["skipped_videos"] = len(set(self.skipped) | {p for p, _ in result.skipped})
+        summary["wandb_dir"] = self.logger.wandb_dir
+        path = write_results(summary, self.run_dir)
+        self.logger.summary({f"test/clip_{k}": v for k, v in result.clip.items()}
+                            | {f"test/video_{k}": v for k, v in result.video.items()})
+        self.logger.log({f"test/video_{k}": v for k, v in result.video.items()}
+                        | {f"test/clip_{k}": v for k, v in result.clip.items()}, step=self.global_step)
+        print(format_results(summary, title=f"{self.cfg.model.name} on {Path(self.data.val_list).name}"))
+        summary["results_path"] = str(path)
+        return summary
+
+    def close(self) -> None:
+        self.logger.finish()
+        shutdown()
+
+
+def fit(cfg: DictConfig, run_dir: str | Path) -> dict | None:
+    trainer = Trainer(cfg, run_dir)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()

@@ -1,0 +1,5 @@
+"""Model zoo. Importing a family module registers its named configurations."""
+
+from videocls.models.registry import ModelConfig, create_model, get_model_config, list_models, register_model
+
+__all__ = ["ModelConfig", "create_model", "get_model_config", "list_models", "register_model"]
