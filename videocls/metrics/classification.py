@@ -22,7 +22,7 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...
 def mean_class_accuracy(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
     """Average over classes present in ``labels`` of per-class recall (Kinetics' "mean class acc")."""
     accs = [
-        (predictions[labels == c] == c).float().mean().item()
+        (predictions[labels == c] == c).double().mean().item()
         for c in range(num_classes)
         if (labels == c).any()
     ]

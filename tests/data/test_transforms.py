@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+import torch
+
+from videocls.data.transforms import ClipTransform, normalize, short_side_resize, uniform_crop
+
+
+def test_short_side_resize_floors_long_side():
+    clip = torch.rand(2, 3, 120, 160)
+    assert short_side_resize(clip, 64).shape == (2, 3, 64, 85)
+    assert short_side_resize(torch.rand(2, 3, 160, 120), 64).shape == (2, 3, 85, 64)
+
+
+def test_resize_of_constant_image_is_constant():
+    clip = torch.full((1, 3, 50, 70), 0.3)
+    assert torch.allclose(short_side_resize(clip, 32), torch.full((1, 3, 32, 44), 0.3))
+
+
+def test_uniform_crop_positions_follow_pyslowfast():
+    # Landscape: crops slide along the width; portrait: along the height.
+    clip = torch.arange(10 * 16).float().view(1, 1, 10, 16)
+    left, centre, right = (uniform_crop(clip, 10, i) for i in range(3))
+    assert left[0, 0, 0, 0] == 0 and centre[0, 0, 0, 0] == 3 and right[0, 0, 0, 0] == 6
+    tall = torch.arange(16 * 10).float().view(1, 1, 16, 10)
+    assert uniform_crop(tall, 10, 0)[0, 0, 0, 0] == 0
+    assert uniform_crop(tall, 10, 2)[0, 0, 0, 0] == 6 * 10
+    with pytest.raises(ValueError):
+        uniform_crop(clip, 10, 3)
+
+
+def test_normalize_values():
+    clip = torch.tensor([0.45, 0.9, 0.0]).view(1, 3, 1, 1)
+    out = normalize(clip, (0.45, 0.45, 0.45), (0.225, 0.225, 0.225))
+    assert torch.allclose(out.flatten(), torch.tensor([0.0, 2.0, -2.0]))
+
+
+def test_clip_transform_train_and_test_shapes_and_values():
+    frames = torch.full((8, 90, 120, 3), 115, dtype=torch.uint8)  # 115/255 ~ 0.451
+    mean, std = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
+    train = ClipTransform(56, 64, 72, mean, std, train=True, flip=True)
+    out = train(frames, rng=np.random.default_rng(0))
+    assert out.shape == (3, 8, 56, 56) and out.dtype == torch.float32
+    assert torch.allclose(out, torch.full_like(out, (115 / 255 - 0.45) / 0.225), atol=1e-5)
+    test = ClipTransform(64, 64, 64, mean, std, train=False)
+    assert test(frames, rng=np.random.default_rng(0), spatial_idx=0).shape == (3, 8, 64, 64)
+
+
+def test_same_random_draw_for_every_frame():
+    # A video whose frames are identical must stay identical after random scale/crop/flip.
+    base = torch.randint(0, 255, (1, 80, 100, 3), dtype=torch.uint8)
+    frames = base.expand(6, -1, -1, -1).contiguous()
+    t = ClipTransform(48, 56, 72, (0.5,) * 3, (0.5,) * 3, train=True, flip=True)
+    for seed in range(5):
+        out = t(frames, rng=np.random.default_rng(seed))
+        assert torch.equal(out, out[:, :1].expand_as(out))
+
+
+def test_flip_is_off_by_default():
+    ramp = torch.arange(64, dtype=torch.uint8).view(1, 1, 64, 1).expand(2, 64, 64, 3).contiguous()
+    t = ClipTransform(64, 64, 64, (0.0,) * 3, (1.0,) * 3, train=True)
+    for seed in range(10):
+        out = t(ramp, rng=np.random.default_rng(seed))
+        assert out[0, 0, 0, 0] < out[0, 0, 0, -1]
