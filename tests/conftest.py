@@ -18,3 +18,12 @@ def real_videos_dir() -> Path:
     if not REAL_VIDEOS.is_dir():
         pytest.fail(f"{REAL_VIDEOS} is missing: the shared test videos must sit beside the checkout")
     return REAL_VIDEOS
+
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory) -> Path:
+    """The built-in dataset at its smallest: two training and one validation video per class."""
+    from videocls.data.synthetic import generate_dataset
+
+    return generate_dataset(tmp_path_factory.mktemp("synthetic"), seed=0, train_per_class=2, val_per_class=1, workers=2)

@@ -6,7 +6,6 @@ Format detection only; mapping foreign names onto a model is each family's
 
 from __future__ import annotations
 
-import io
 import pickle
 from pathlib import Path
 
@@ -87,18 +86,15 @@ def load_state_dict_any(path: str | Path) -> StateDict:
 
         return load_file(str(path))
     with open(path, "rb") as f:
-        head = f.read(2)
-    # torch.save writes a zip archive ("PK"); anything else is a legacy torch pickle or a numpy pickle.
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as torch_error:  # noqa: BLE001 - we retry as a numpy pickle below
-        if head == b"PK":
-            raise ValueError(f"{path}: torch checkpoint could not be loaded safely: {torch_error}") from None
+        is_zip = f.read(2) == b"PK"  # torch.save's format; a plain pickle is numpy or legacy torch
+    if not is_zip:
         try:
             return load_numpy_pickle(path)
-        except pickle.UnpicklingError as np_error:
-            raise ValueError(
-                f"{path}: neither a weights-only torch checkpoint ({torch_error}) "
-                f"nor a numpy pickle ({np_error})"
-            ) from None
+        except (pickle.UnpicklingError, ValueError, EOFError) as np_error:
+            numpy_failure = np_error
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - re-raised with the file named
+        detail = f"{error}" if is_zip else f"{error}; as a numpy pickle: {numpy_failure}"
+        raise ValueError(f"{path}: not a checkpoint that can be loaded safely ({detail})") from None
     return _unwrap(obj, path)
