@@ -1,0 +1,33 @@
+"""Reusable model layers: ResNet stems, bottlenecks, stages and heads in 3D."""
+
+from videocls.models.layers.resnet_blocks import (
+    PYSLOWFAST_BLOCK_RULES,
+    PYTORCHVIDEO_BLOCK_RULES,
+    STAGE_BLOCKS,
+    STAGE_NAMES,
+    Bottleneck3d,
+    ClassifierHead,
+    ConvBnAct3d,
+    ResNetStem3d,
+    inflate_from_2d,
+    init_resnet_weights,
+    make_res_stage,
+    make_res_stages,
+    rename_keys,
+)
+
+__all__ = [
+    "PYSLOWFAST_BLOCK_RULES",
+    "PYTORCHVIDEO_BLOCK_RULES",
+    "STAGE_BLOCKS",
+    "STAGE_NAMES",
+    "Bottleneck3d",
+    "ClassifierHead",
+    "ConvBnAct3d",
+    "ResNetStem3d",
+    "inflate_from_2d",
+    "init_resnet_weights",
+    "make_res_stage",
+    "make_res_stages",
+    "rename_keys",
+]
