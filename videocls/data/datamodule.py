@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from videocls.data.annotations import read_classes, read_video_list
+from videocls.data.augment import RandAugment, RandomErasing, RandomResizedCrop
 from videocls.data.dataset import VideoClipDataset
 from videocls.data.sampling import ClipSampler
 from videocls.data.transforms import ClipTransform
@@ -39,6 +40,13 @@ class VideoData:
     test_short_side: int = 256
     test_crop: int = 256
     flip: bool = True
+    train_crop_scale: tuple[float, float] | None = None  # RandomResizedCrop area range, e.g. [0.08, 1]
+    train_crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    rand_augment: str | None = None  # timm-style, e.g. "rand-m9-mstd0.5-inc1"
+    erase_prob: float = 0.0
+    erase_mode: str = "pixel"
+    erase_count: int = 1
+    mixup: dict | None = None  # Mixup/CutMix arguments (videocls.data.mix.Mixup); the trainer applies it
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     slowfast_alpha: int | None = None
@@ -66,6 +74,7 @@ class VideoData:
         num_clips: int = 1,
         num_crops: int = 1,
         seed: int = 0,
+        frame_filter=None,
     ) -> VideoClipDataset:
         """``split`` is ``"train"`` or ``"val"``; ``train`` picks random vs test-view sampling."""
         annotation = {"train": self.train_list, "val": self.val_list}[split]
@@ -73,16 +82,29 @@ class VideoData:
         records = read_video_list(annotation, root=self.root, classes=classes)
         sampler = ClipSampler(self.num_frames, self.sampling_rate, self.sampling_mode, self.target_fps, self.pad)
         if train:
-            lo, hi = self.train_short_side
-            transform = ClipTransform(self.train_crop, lo, hi, self._mean(mean), self._std(std), True, self.flip)
+            transform = self._train_transform(self._mean(mean), self._std(std))
         else:
             side = self.test_short_side
             transform = ClipTransform(self.test_crop, side, side, self._mean(mean), self._std(std), False)
         return VideoClipDataset(
             records, sampler, transform, train=train, num_clips=num_clips, num_crops=num_crops,
             backend=self.backend, num_threads=self.decode_threads, slowfast_alpha=self.slowfast_alpha,
-            max_retries=self.max_retries, seed=seed,
+            max_retries=self.max_retries, seed=seed, frame_filter=frame_filter,
         )
+
+    def _train_transform(self, mean, std) -> ClipTransform:
+        lo, hi = self.train_short_side
+        resized_crop = (
+            RandomResizedCrop(self.train_crop, tuple(self.train_crop_scale), tuple(self.train_crop_ratio))
+            if self.train_crop_scale is not None else None
+        )
+        fill = tuple(min(255, round(255 * m)) for m in mean)
+        rand_augment = RandAugment.from_string(self.rand_augment, fill=fill) if self.rand_augment else None
+        erasing = (
+            RandomErasing(self.erase_prob, mode=self.erase_mode, max_count=self.erase_count)
+            if self.erase_prob > 0 else None
+        )
+        return ClipTransform(self.train_crop, lo, hi, mean, std, True, self.flip, resized_crop, rand_augment, erasing)
 
     def _mean(self, model_mean):
         return tuple(self.mean) if self.mean is not None else tuple(model_mean)

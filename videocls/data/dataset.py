@@ -42,6 +42,7 @@ class VideoClipDataset(Dataset):
         slowfast_alpha: int | None = None,
         max_retries: int = 10,
         seed: int = 0,
+        frame_filter: Callable[[torch.Tensor, np.random.Generator], torch.Tensor] | None = None,
     ) -> None:
         if not records:
             raise ValueError("dataset has no videos")
@@ -56,6 +57,7 @@ class VideoClipDataset(Dataset):
         self.slowfast_alpha = slowfast_alpha
         self.max_retries = max_retries
         self.seed = seed
+        self.frame_filter = frame_filter  # e.g. a robustness corruption of the decoded frames
         self.epoch = 0
         self._reported: set[str] = set()
 
@@ -79,6 +81,8 @@ class VideoClipDataset(Dataset):
             frames = reader.get_frames(indices.tolist())
         finally:
             reader.close()
+        if self.frame_filter is not None:
+            frames = self.frame_filter(frames, rng)
         # Spatial crop 1 (centre) when testing with a single crop, as PySlowFast does.
         crop = spatial_idx if self.num_crops == 3 else 1
         clip = self.transform(frames, rng=rng, spatial_idx=crop)

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from videocls.data.augment import RandAugment, RandomErasing, RandomResizedCrop
+
 
 def to_float_tchw(frames: torch.Tensor) -> torch.Tensor:
     """uint8 ``T H W 3`` -> float ``T 3 H W`` in [0, 1]."""
@@ -62,10 +64,12 @@ def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -
 
 @dataclass(frozen=True)
 class ClipTransform:
-    """Training: short-side scale jitter, random crop, optional flip. Test: resize + uniform crop.
+    """Training: scale jitter + random crop (or RandomResizedCrop), flip, RandAugment, erasing.
 
-    Horizontal flip is off by default: it turns "moving left" into "moving right", which is
-    wrong for direction-sensitive datasets (SSv2, the built-in one).
+    Test: short-side resize + uniform crop. Horizontal flip is off by default: it turns
+    "moving left" into "moving right", which is wrong for direction-sensitive datasets (SSv2,
+    the built-in one). RandAugment runs after the crop (timm's order, and cheaper); random
+    erasing on the normalised clip.
     """
 
     crop_size: int
@@ -75,16 +79,27 @@ class ClipTransform:
     std: tuple[float, float, float]
     train: bool
     flip: bool = False
+    resized_crop: RandomResizedCrop | None = None
+    rand_augment: RandAugment | None = None
+    erasing: RandomErasing | None = None
 
     def __call__(
         self, frames: torch.Tensor, rng: np.random.Generator, spatial_idx: int = 1
     ) -> torch.Tensor:
         clip = to_float_tchw(frames)
-        if self.train:
+        if not self.train:
+            clip = uniform_crop(short_side_resize(clip, self.min_short_side), self.crop_size, spatial_idx)
+            return normalize(clip, self.mean, self.std).permute(1, 0, 2, 3).contiguous()
+        if self.resized_crop is not None:
+            clip = self.resized_crop(clip, rng)
+        else:
             size = int(round(rng.uniform(self.min_short_side, self.max_short_side)))
             clip = random_crop(short_side_resize(clip, size), self.crop_size, rng)
-            if self.flip and rng.random() < 0.5:
-                clip = clip.flip(-1)
-        else:
-            clip = uniform_crop(short_side_resize(clip, self.min_short_side), self.crop_size, spatial_idx)
-        return normalize(clip, self.mean, self.std).permute(1, 0, 2, 3).contiguous()
+        if self.flip and rng.random() < 0.5:
+            clip = clip.flip(-1)
+        if self.rand_augment is not None:
+            clip = self.rand_augment(clip, rng)
+        clip = normalize(clip, self.mean, self.std)
+        if self.erasing is not None:
+            clip = self.erasing(clip, rng)
+        return clip.permute(1, 0, 2, 3).contiguous()

@@ -82,6 +82,17 @@ class RunLogger:
         if self.wandb_run is not None:
             self.wandb_run.log({k: _jsonable(v) for k, v in metrics.items()}, step=step)
 
+    def images(self, images: dict[str, Path], step: int) -> None:
+        """PNG files (confusion matrix, reliability diagram); metrics.jsonl records their paths."""
+        images = {k: Path(v) for k, v in images.items() if Path(v).is_file()}
+        if not self.enabled or not images:
+            return
+        self._jsonl.write(json.dumps({"step": step, **{f"image/{k}": str(v) for k, v in images.items()}}) + "\n")
+        if self.wandb_run is not None:
+            import wandb
+
+            self.wandb_run.log({f"image/{k}": wandb.Image(str(v)) for k, v in images.items()}, step=step)
+
     def summary(self, metrics: dict[str, Any]) -> None:
         if self.enabled and self.wandb_run is not None:
             for key, value in metrics.items():

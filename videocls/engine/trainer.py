@@ -25,13 +25,14 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from videocls.data.loader import build_loader
+from videocls.data.mix import Mixup, batch_generator
 from videocls.engine.checkpoint import PreemptionFlag, load_checkpoint, rng_state, save_atomic, set_rng_state
 from videocls.engine.distributed import DistEnv, all_gather_objects, any_rank, barrier, broadcast_object, init_distributed, shutdown
 from videocls.engine.evaluator import EvalResult, autocast, evaluate, to_device
 from videocls.engine.logging import RunLogger
-from videocls.engine.losses import build_loss
+from videocls.engine.losses import SoftTargetCrossEntropy
 from videocls.engine.optim import build_optimizer, build_scheduler
-from videocls.engine.report import format_results, write_results
+from videocls.engine.tester import run_test
 from videocls.models import get_model_config
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,9 @@ class Trainer:
             )
         self.scheduler = instantiate(cfg.schedule)(self.optimizer, self.steps_per_epoch, t.max_epochs)
         self.scaler = torch.amp.GradScaler(self.env.device.type, enabled=self.precision == "16")
-        self.criterion = instantiate(cfg.loss).to(self.env.device)
+        self.mixup = Mixup(num_classes=self.data.num_classes, **self.data.mixup) if self.data.mixup else None
+        # Mixup/CutMix yields soft targets (with its own label smoothing): they need a soft-target loss.
+        self.criterion = (SoftTargetCrossEntropy() if self.mixup else instantiate(cfg.loss)).to(self.env.device)
         train_model = DistributedDataParallel(model) if self.env.distributed else model
         self.train_model = torch.compile(train_model) if t.compile else train_model
 
@@ -224,6 +227,8 @@ class Trainer:
                 self.skipped.setdefault(path, reason)
             video = to_device(batch["video"], self.env.device, t.channels_last)
             label = batch["label"].to(self.env.device, non_blocking=True)
+            if self.mixup is not None:
+                video, label = self.mixup(video, label, batch_generator(t.seed, self.epoch, i, self.env.rank))
             with self._sync_context(i):
                 with autocast(self.env.device, self.precision):
                     loss = self.criterion(self.train_model(video), label)
@@ -309,31 +314,14 @@ class Trainer:
         return self.test()
 
     def test(self) -> dict | None:
-        """The final test protocol (``test.num_clips`` x ``test.num_crops``) on the validation split."""
-        mean, std = self.model_config.mean, self.model_config.std
-        tc = self.cfg.test
-        test_set = self.data.dataset("val", False, mean, std, tc.num_clips, tc.num_crops, seed=self.cfg.trainer.seed)
-        loader = build_loader(test_set, tc.batch_size, self.data.num_workers, train=False,
-                              num_replicas=self.env.world_size, rank=self.env.rank)
+        """The final test protocol (``test.*``) on the validation split, with all its reports."""
         model = self.ema.module if self.ema is not None else self.model
-        result = evaluate(model, loader, self.env, tc.aggregation, self.precision, tc.max_views_per_batch)
         self._write_skipped()
-        if not self.env.is_main:
-            return None
-        summary = result.summary()
-        summary["protocol"] = {"num_clips": tc.num_clips, "num_crops": tc.num_crops, "aggregation": tc.aggregation,
-                               "split": "val"}
-        summary["checkpoint"] = str(self.ckpt_dir / "last.pt")
-        summary["skipped_videos"] = len(set(self.skipped) | {p for p, _ in result.skipped})
-        summary["wandb_dir"] = self.logger.wandb_dir
-        path = write_results(summary, self.run_dir)
-        self.logger.summary({f"test/clip_{k}": v for k, v in result.clip.items()}
-                            | {f"test/video_{k}": v for k, v in result.video.items()})
-        self.logger.log({f"test/video_{k}": v for k, v in result.video.items()}
-                        | {f"test/clip_{k}": v for k, v in result.clip.items()}, step=self.global_step)
-        print(format_results(summary, title=f"{self.cfg.model.name} on {Path(self.data.val_list).name}"))
-        summary["results_path"] = str(path)
-        return summary
+        extra = {"checkpoint": str(self.ckpt_dir / "last.pt"), "wandb_dir": self.logger.wandb_dir,
+                 "skipped_videos_train": len(self.skipped)}
+        return run_test(model, self.data, self.cfg.test, self.env, self.run_dir, self.precision,
+                        self.cfg.trainer.seed, self.logger, self.global_step, extra,
+                        title=f"{self.cfg.model.name} on {Path(self.data.val_list).name}")
 
     def close(self) -> None:
         self.logger.finish()

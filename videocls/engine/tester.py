@@ -1,0 +1,136 @@
+"""The test protocol and everything it writes: results.json, predictions, per-class, plots.
+
+Used by ``tools/test.py`` on any checkpoint and by the trainer after its last epoch, so the
+numbers of a training run and of a later re-test come from the same code.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from videocls.data.datamodule import VideoData
+from videocls.data.loader import build_loader
+from videocls.engine.distributed import DistEnv, broadcast_object, init_distributed, shutdown
+from videocls.engine.evaluator import EvalResult, evaluate
+from videocls.engine.logging import RunLogger
+from videocls.engine.report import format_results, write_results
+from videocls.metrics.calibration import expected_calibration_error
+from videocls.metrics.per_class import confusion_matrix, metrics_from_confusion, write_confusion_csv, write_per_class_csv
+from videocls.metrics.plots import plot_confusion_matrix, plot_reliability_diagram
+from videocls.metrics.robustness import CORRUPTIONS, SEVERITIES, corrupt, robustness_summary, robustness_table
+
+MAX_CLASSES_TO_PLOT = 100
+
+
+def video_probabilities(result: EvalResult, aggregation: str) -> torch.Tensor:
+    """Aggregated scores as probabilities (summed logits are turned into a softmax)."""
+    return result.video_scores.softmax(dim=1) if aggregation == "sum_logits" else result.video_scores
+
+
+def write_predictions(path: Path, result: EvalResult, probs: torch.Tensor, paths: list[str],
+                      class_names: list[str], topk: int = 5) -> None:
+    """One row per video: path, label, then the top-k classes with their probabilities."""
+    k = min(topk, probs.shape[1])
+    top_p, top_i = probs.topk(k, dim=1)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["video", "label", "label_name", *[f"{name}{i + 1}" for i in range(k) for name in ("pred", "prob")]])
+        for row, video_id in enumerate(result.video_ids.tolist()):
+            label = int(result.video_labels[row])
+            cells = [paths[video_id], label, class_names[label]]
+            for i in range(k):
+                cells += [class_names[int(top_i[row, i])], f"{float(top_p[row, i]):.6f}"]
+            writer.writerow(cells)
+
+
+def write_reports(result: EvalResult, aggregation: str, out_dir: Path, paths: list[str],
+                  class_names: list[str]) -> dict:
+    """Per-video predictions, per-class CSV, confusion CSV/PNG and the reliability diagram."""
+    probs = video_probabilities(result, aggregation)
+    write_predictions(out_dir / "predictions.csv", result, probs, paths, class_names)
+    matrix = confusion_matrix(probs, result.video_labels, len(class_names))
+    write_per_class_csv(metrics_from_confusion(matrix), out_dir / "per_class.csv", class_names)
+    write_confusion_csv(matrix, out_dir / "confusion.csv", class_names)
+    if len(class_names) <= MAX_CLASSES_TO_PLOT:
+        plot_confusion_matrix(matrix, out_dir / "confusion.png", class_names)
+    plot_reliability_diagram(probs, result.video_labels, out_dir / "reliability.png")
+    return {"ece": expected_calibration_error(probs, result.video_labels)}
+
+
+def robustness(model: nn.Module, data: VideoData, tc: DictConfig, env: DistEnv, precision: str,
+               mean, std, seed: int) -> dict[tuple[str, int], float]:
+    """Video top-1 under every corruption and severity (``test.robustness_clips`` clips, 1 crop)."""
+    accuracy = {}
+    for name in CORRUPTIONS:
+        for severity in SEVERITIES:
+            frame_filter = functools.partial(_corrupt_clip, name=name, severity=severity)
+            dataset = data.dataset("val", False, mean, std, tc.robustness_clips, 1, seed=seed, frame_filter=frame_filter)
+            loader = build_loader(dataset, tc.batch_size, data.num_workers, train=False,
+                                  num_replicas=env.world_size, rank=env.rank)
+            accuracy[(name, severity)] = evaluate(model, loader, env, tc.aggregation, precision).video["top1"]
+    return accuracy
+
+
+def _corrupt_clip(frames: torch.Tensor, rng: np.random.Generator, name: str, severity: int) -> torch.Tensor:
+    return corrupt(frames, name, severity, rng)
+
+
+def run_test(model: nn.Module, data: VideoData, tc: DictConfig, env: DistEnv, out_dir: str | Path,
+             precision: str = "32", seed: int = 0, logger: RunLogger | None = None, step: int = 0,
+             extra: dict | None = None, title: str = "results") -> dict | None:
+    """Evaluate with the ``test`` protocol, write the outputs on rank 0, return the summary there."""
+    out_dir = Path(out_dir)
+    mean, std = model.default_config.mean, model.default_config.std
+    dataset = data.dataset("val", False, mean, std, tc.num_clips, tc.num_crops, seed=seed)
+    loader = build_loader(dataset, tc.batch_size, data.num_workers, train=False,
+                          num_replicas=env.world_size, rank=env.rank)
+    result = evaluate(model, loader, env, tc.aggregation, precision, tc.max_views_per_batch)
+    robust = robustness(model, data, tc, env, precision, mean, std, seed) if tc.robustness else None
+    if not env.is_main:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    class_names = data.class_names()
+    summary = result.summary()
+    summary["calibration"] = write_reports(result, tc.aggregation, out_dir, [r.path for r in dataset.records], class_names)
+    summary["protocol"] = {"num_clips": tc.num_clips, "num_crops": tc.num_crops, "aggregation": tc.aggregation,
+                           "split": "val", "test_short_side": data.test_short_side, "test_crop": data.test_crop}
+    summary["skipped_videos"] = len({path for path, _ in result.skipped})
+    if robust is not None:
+        summary["robustness"] = robustness_summary(robust)
+    summary.update(extra or {})
+    path = write_results(summary, out_dir)
+    if logger is not None:
+        flat = {f"test/{level}_{k}": v for level in ("clip", "video") for k, v in summary[level].items()}
+        flat["test/ece"] = summary["calibration"]["ece"]
+        logger.log(flat, step=step)
+        logger.summary(flat)
+        logger.images({name: out_dir / name for name in ("confusion.png", "reliability.png")}, step=step)
+    print(format_results(summary, title=title))
+    if robust is not None:
+        print(robustness_table(robust))
+    summary["results_path"] = str(path)
+    return summary
+
+
+def evaluate_checkpoint(cfg: DictConfig, out_dir: str | Path) -> dict | None:
+    """Build data and model from the config, load ``test.checkpoint``, run the test protocol."""
+    if not cfg.test.checkpoint:
+        raise ValueError("set test.checkpoint=PATH (a videocls checkpoint or any format create_model reads)")
+    env = init_distributed(cfg.trainer.device)
+    try:
+        out_dir = broadcast_object(str(out_dir))
+        data = instantiate(cfg.data)
+        model = instantiate(cfg.model, pretrained=cfg.test.checkpoint).to(env.device)
+        return run_test(model, data, cfg.test, env, out_dir, str(cfg.trainer.precision), cfg.trainer.seed,
+                        extra={"checkpoint": str(cfg.test.checkpoint)},
+                        title=f"{cfg.model.name} on {Path(data.val_list).name}")
+    finally:
+        shutdown()
