@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from videocls.data.annotations import read_classes, read_video_list
+from videocls.data.annotations import read_annotations, read_classes
 from videocls.data.augment import RandAugment, RandomErasing, RandomResizedCrop
 from videocls.data.dataset import VideoClipDataset
 from videocls.data.sampling import ClipSampler
@@ -26,6 +26,7 @@ class VideoData:
     num_classes: int
     root: str | None = None
     classes: str | None = None
+    format: str = "list"  # list | kinetics_csv | ssv2 | multilabel (videocls.data.annotations)
     batch_size: int = 8
     num_workers: int = 4
     backend: str = "auto"
@@ -78,8 +79,7 @@ class VideoData:
     ) -> VideoClipDataset:
         """``split`` is ``"train"`` or ``"val"``; ``train`` picks random vs test-view sampling."""
         annotation = {"train": self.train_list, "val": self.val_list}[split]
-        classes = read_classes(self.classes) if self.classes is not None else None
-        records = read_video_list(annotation, root=self.root, classes=classes)
+        records = read_annotations(annotation, self.format, root=self.root, classes=self.classes)
         sampler = ClipSampler(self.num_frames, self.sampling_rate, self.sampling_mode, self.target_fps, self.pad)
         if train:
             transform = self._train_transform(self._mean(mean), self._std(std))
@@ -90,6 +90,7 @@ class VideoData:
             records, sampler, transform, train=train, num_clips=num_clips, num_crops=num_crops,
             backend=self.backend, num_threads=self.decode_threads, slowfast_alpha=self.slowfast_alpha,
             max_retries=self.max_retries, seed=seed, frame_filter=frame_filter,
+            num_classes=self.num_classes if self.format == "multilabel" else None,
         )
 
     def _train_transform(self, mean, std) -> ClipTransform:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from videocls.data.annotations import VideoRecord
+from videocls.data.annotations import VideoRecord, multi_hot
 from videocls.data.sampling import ClipSampler, pack_pathways
 from videocls.data.video_io import open_video
 
@@ -43,6 +43,7 @@ class VideoClipDataset(Dataset):
         max_retries: int = 10,
         seed: int = 0,
         frame_filter: Callable[[torch.Tensor, np.random.Generator], torch.Tensor] | None = None,
+        num_classes: int | None = None,
     ) -> None:
         if not records:
             raise ValueError("dataset has no videos")
@@ -58,6 +59,7 @@ class VideoClipDataset(Dataset):
         self.max_retries = max_retries
         self.seed = seed
         self.frame_filter = frame_filter  # e.g. a robustness corruption of the decoded frames
+        self.num_classes = num_classes  # set for multi-label data: labels become multi-hot vectors
         self.epoch = 0
         self._reported: set[str] = set()
 
@@ -96,6 +98,8 @@ class VideoClipDataset(Dataset):
             log.warning("skipping unreadable video %s (%s)", record.path, reason)
 
     def _label(self, record: VideoRecord) -> torch.Tensor:
+        if self.num_classes is not None:
+            return multi_hot(record.label, self.num_classes)
         return torch.as_tensor(record.label)
 
     def __getitem__(self, index: int) -> dict:

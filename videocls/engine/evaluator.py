@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from videocls.engine.distributed import DistEnv, all_gather_objects
 from videocls.metrics.classification import Aggregation, aggregate_views, mean_class_accuracy, topk_accuracy
+from videocls.metrics.multilabel import mean_average_precision
 
 
 @dataclass
@@ -119,13 +120,30 @@ def evaluate(
     skipped = [entry for shard in all_gather_objects(skipped) for entry in shard]
     valid = views["valid"].bool()
     logits, labels = views["logits"][valid], views["label"][valid]
+    if labels.ndim == 2:
+        return _multilabel_result(logits, labels, views["video_idx"][valid], skipped)
     num_classes = logits.shape[1]
     clip = topk_accuracy(logits, labels)
     clip["loss"] = F.cross_entropy(logits, labels).item() if len(labels) else float("nan")
     video_ids, scores = aggregate_views(logits, views["video_idx"][valid], aggregation)
-    video_labels = torch.zeros(len(video_ids), dtype=labels.dtype).scatter_(
-        0, torch.searchsorted(video_ids, views["video_idx"][valid]), labels
-    )
+    video_labels = _labels_per_video(video_ids, views["video_idx"][valid], labels)
     video = topk_accuracy(scores, video_labels)
     video["mean_class_acc"] = mean_class_accuracy(scores.argmax(1), video_labels, num_classes)
     return EvalResult(clip, video, len(video_ids), int(valid.sum()), video_ids, scores, video_labels, sorted(set(skipped)))
+
+
+def _labels_per_video(video_ids: torch.Tensor, view_video_idx: torch.Tensor, view_labels: torch.Tensor) -> torch.Tensor:
+    rows = torch.searchsorted(video_ids, view_video_idx)
+    out = torch.zeros((len(video_ids), *view_labels.shape[1:]), dtype=view_labels.dtype)
+    out[rows] = view_labels
+    return out
+
+
+def _multilabel_result(logits, labels, view_video_idx, skipped) -> EvalResult:
+    """Charades-style: sigmoid scores, mAP over classes with positives (PySlowFast's protocol)."""
+    clip = {"mAP": mean_average_precision(logits.sigmoid(), labels),
+            "loss": F.binary_cross_entropy_with_logits(logits, labels.float()).item()}
+    video_ids, scores = aggregate_views(logits, view_video_idx, "mean_sigmoid")
+    video_labels = _labels_per_video(video_ids, view_video_idx, labels)
+    video = {"mAP": mean_average_precision(scores, video_labels)}
+    return EvalResult(clip, video, len(video_ids), len(labels), video_ids, scores, video_labels, sorted(set(skipped)))

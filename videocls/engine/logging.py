@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +69,7 @@ class RunLogger:
         id_file = self.run_dir / "wandb_id.txt"
         if id_file.exists():
             return id_file.read_text().strip()
-        import wandb
-
-        run_id = wandb.util.generate_id()
+        run_id = secrets.token_hex(4)
         id_file.write_text(run_id)
         return run_id
 

@@ -99,7 +99,9 @@ def run_test(model: nn.Module, data: VideoData, tc: DictConfig, env: DistEnv, ou
     out_dir.mkdir(parents=True, exist_ok=True)
     class_names = data.class_names()
     summary = result.summary()
-    summary["calibration"] = write_reports(result, tc.aggregation, out_dir, [r.path for r in dataset.records], class_names)
+    if result.video_labels.ndim == 1:  # single-label: predictions, per-class, confusion, calibration
+        summary["calibration"] = write_reports(result, tc.aggregation, out_dir, [r.path for r in dataset.records],
+                                               class_names)
     summary["protocol"] = {"num_clips": tc.num_clips, "num_crops": tc.num_crops, "aggregation": tc.aggregation,
                            "split": "val", "test_short_side": data.test_short_side, "test_crop": data.test_crop}
     summary["skipped_videos"] = len({path for path, _ in result.skipped})
@@ -109,7 +111,8 @@ def run_test(model: nn.Module, data: VideoData, tc: DictConfig, env: DistEnv, ou
     path = write_results(summary, out_dir)
     if logger is not None:
         flat = {f"test/{level}_{k}": v for level in ("clip", "video") for k, v in summary[level].items()}
-        flat["test/ece"] = summary["calibration"]["ece"]
+        if "calibration" in summary:
+            flat["test/ece"] = summary["calibration"]["ece"]
         logger.log(flat, step=step)
         logger.summary(flat)
         logger.images({name: out_dir / name for name in ("confusion.png", "reliability.png")}, step=step)

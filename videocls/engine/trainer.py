@@ -281,8 +281,8 @@ class Trainer:
         metrics.update({"epoch": self.epoch, "data/skipped_videos": len(self.skipped)})
         self.logger.log(metrics, step=self.global_step)
         if self.env.is_main:
-            log.info("epoch %d: val clip top1 %.3f, video top1 %.3f, skipped videos %d",
-                     self.epoch, result.clip["top1"], result.video["top1"], len(self.skipped))
+            log.info("epoch %d: val %s, skipped videos %d", self.epoch,
+                     ", ".join(f"video {k} {v:.3f}" for k, v in result.video.items()), len(self.skipped))
         if metric > self.best_metric:
             self.best_metric = metric
             self.save("best.pt")

@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch
 
-Aggregation = Literal["mean_softmax", "sum_logits", "max"]
+Aggregation = Literal["mean_softmax", "sum_logits", "max", "mean_sigmoid"]
 
 
 def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
@@ -36,15 +36,16 @@ def aggregate_views(
 
     Returns ``(video_ids, scores)`` sorted by video id. ``mean_softmax`` averages class
     probabilities (default, as most papers), ``sum_logits`` sums raw logits (PySlowFast's
-    ``sum``), ``max`` takes the per-class maximum probability over views.
+    ``sum``), ``max`` takes the per-class maximum probability over views, ``mean_sigmoid``
+    averages independent class probabilities (multi-label data).
     """
     video_ids, inverse = torch.unique(video_idx, sorted=True, return_inverse=True)
     num_videos, num_classes = video_ids.numel(), view_logits.shape[1]
     index = inverse.view(-1, 1).expand(-1, num_classes)
     if method == "sum_logits":
         scores = torch.zeros(num_videos, num_classes, dtype=view_logits.dtype).scatter_add_(0, index, view_logits)
-    elif method == "mean_softmax":
-        probs = view_logits.softmax(dim=1)
+    elif method in ("mean_softmax", "mean_sigmoid"):
+        probs = view_logits.softmax(dim=1) if method == "mean_softmax" else view_logits.sigmoid()
         sums = torch.zeros(num_videos, num_classes, dtype=probs.dtype).scatter_add_(0, index, probs)
         counts = torch.bincount(inverse, minlength=num_videos).to(probs.dtype).view(-1, 1)
         scores = sums / counts
@@ -53,5 +54,5 @@ def aggregate_views(
         scores = torch.full((num_videos, num_classes), -1.0, dtype=probs.dtype)
         scores = scores.scatter_reduce(0, index, probs, reduce="amax", include_self=True)
     else:
-        raise ValueError(f"unknown aggregation {method!r}; use mean_softmax, sum_logits or max")
+        raise ValueError(f"unknown aggregation {method!r}; use mean_softmax, sum_logits, max or mean_sigmoid")
     return video_ids, scores

@@ -1,0 +1,133 @@
+"""Gradient accumulation, bf16 autocast, W&B offline logging, multirun sweeps and compare_runs."""
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import compose_config, tiny_overrides
+from videocls.engine.trainer import fit
+
+REPO = Path(__file__).resolve().parents[2]
+NO_BN = ["model=timesformer_base", "+model.img_size=32", "+model.patch_size=16", "+model.num_frames=4",
+         "+model.embed_dim=16", "+model.depth=1", "+model.num_heads=2", "+model.drop_path_rate=0.0",
+         "~model.width", "~model.stage_blocks", "~model.dropout", "optim=adamw", "optim.base_lr=1e-3",
+         "test.num_clips=1"]
+
+
+def _weights(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def test_accumulating_k_batches_matches_one_k_times_larger_batch(tiny_synthetic, tmp_path):
+    accumulated = tmp_path / "acc"
+    fit(compose_config(tiny_overrides(tiny_synthetic, accumulated, *NO_BN, "data.batch_size=2",
+                                      "trainer.accumulate_grad_batches=2")), accumulated)
+    large = tmp_path / "large"
+    fit(compose_config(tiny_overrides(tiny_synthetic, large, *NO_BN, "data.batch_size=4")), large)
+    a, b = _weights(accumulated), _weights(large)
+    for name in b:
+        assert torch.allclose(a[name], b[name], atol=1e-5), name
+    assert torch.load(accumulated / "checkpoints" / "last.pt", weights_only=True)["global_step"] == 5
+
+
+def test_bf16_autocast_trains_on_cpu(tiny_synthetic, tmp_path):
+    summary = fit(compose_config(tiny_overrides(tiny_synthetic, tmp_path, "trainer.precision=bf16")), tmp_path)
+    assert summary["num_videos"] == 10
+    weights = _weights(tmp_path)
+    assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 with GradScaler needs a CUDA device")
+def test_fp16_with_grad_scaler_on_gpu(tiny_synthetic, tmp_path):
+    summary = fit(compose_config(tiny_overrides(tiny_synthetic, tmp_path, "trainer.precision=16")), tmp_path)
+    assert summary["num_videos"] == 10
+
+
+def _leveldb_log_records(path: Path):
+    """Records of a W&B ``.wandb`` file: a 7-byte header, then LevelDB-log 32 KiB blocks whose
+    records carry a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last)."""
+    data, block, pos, parts = path.read_bytes(), 32768, 7, b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # too little room left in this block for a header: padding
+            pos += block - pos % block
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
+        if kind == 0:
+            break
+        parts += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            yield parts
+            parts = b""
+
+
+def _wandb_records(run_file: Path) -> tuple[dict, list[dict]]:
+    """Config and history rows of an offline W&B run, read from its record file."""
+    from wandb.proto import wandb_internal_pb2
+
+    config, history = {}, []
+    for data in _leveldb_log_records(run_file):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            config.update({item.key: json.loads(item.value_json) for item in record.run.config.update})
+        elif kind == "history":
+            history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+    return config, history
+
+
+def test_wandb_offline_run_holds_config_and_the_same_metrics(tiny_synthetic, tmp_path):
+    overrides = [o for o in tiny_overrides(tiny_synthetic, tmp_path) if o != "logger=none"]
+    fit(compose_config([*overrides, "logger=wandb", "logger.mode=offline", "logger.name=tiny"]), tmp_path)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    config, history = _wandb_records(next(runs[0].glob("*.wandb")))
+    assert config["model"]["name"] == "i3d_r50" and config["trainer"]["max_epochs"] == 1
+    # W&B merges everything logged at one step into one history row; do the same with the jsonl.
+    jsonl_by_step: dict[int, dict] = {}
+    for line in (tmp_path / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        jsonl_by_step.setdefault(row.pop("step"), {}).update(row)
+    wandb_by_step = {h["_step"]: h for h in history}
+    for key in ("val/video_top1", "train/loss", "train/lr", "test/video_top1", "test/clip_top1"):
+        steps = [step for step, row in jsonl_by_step.items() if key in row]
+        assert steps, key
+        for step in steps:
+            assert wandb_by_step[step][key] == pytest.approx(jsonl_by_step[step][key]), (key, step)
+
+
+def test_multirun_sweep_and_compare_runs(tiny_synthetic, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    overrides = [o for o in tiny_overrides(tiny_synthetic, tmp_path / "unused") if not o.startswith("hydra.run")]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "train.py"), "-m", "model=c2d_r50,i3d_r50", *overrides,
+         f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.num}"],
+        capture_output=True, text=True, cwd=REPO, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+    assert [p.name for p in runs] == ["0", "1"]
+    table = subprocess.run([sys.executable, str(REPO / "tools" / "compare_runs.py"), *map(str, runs)],
+                           capture_output=True, text=True, check=True).stdout
+    lines = table.splitlines()
+    assert any(line.startswith("video/top1") for line in lines)
+    model_row = next(line for line in lines if line.startswith("model.name"))
+    assert "c2d_r50" in model_row and "i3d_r50" in model_row
+    for run in runs:
+        top1 = json.loads((run / "results.json").read_text())["video"]["top1"]
+        row = next(line for line in lines if line.startswith("video/top1"))
+        assert f"{top1:.4f}" in row
+
+
+def test_misspelled_override_fails_before_training(tiny_synthetic, tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "train.py"), "model=i3d_r5O"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode != 0
+    assert "i3d_r50" in proc.stderr and "Available options" in proc.stderr
