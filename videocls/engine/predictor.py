@@ -46,6 +46,8 @@ class VideoPredictor:
     def __post_init__(self) -> None:
         cfg = self.model.default_config
         self.model.eval().to(self.device)
+        if torch.device(self.device).type == "cpu":
+            torch.set_flush_denormal(True)  # see videocls.engine.distributed.init_distributed
         self.sampler = ClipSampler(cfg.num_frames, cfg.sampling_rate, pad=self.pad)
         self.transform = ClipTransform(cfg.crop_size, cfg.crop_size, cfg.crop_size, cfg.mean, cfg.std, train=False)
         self.alpha = cfg.extra.get("alpha")
