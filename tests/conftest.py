@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,8 @@ import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# The decord-accuracy probe cache of the tests stays out of the user's ~/.cache.
+os.environ.setdefault("VIDEOCLS_CACHE_DIR", tempfile.mkdtemp(prefix="videocls-test-cache-"))
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -696,9 +696,14 @@ class VideoReader:
         return state
 
 
-def open_video(path: str | os.PathLike, backend: str = "auto", num_threads: int = 1) -> VideoReader:
+def open_video(path: str | os.PathLike, backend: str = "auto", num_threads: int = 1):
     """Open ``path`` for frame-accurate random access: ``backend="auto"`` (decord where the
     probe shows it exact, else PyAV), ``"decord"`` or ``"pyav"``; ``num_threads`` is decord's
-    thread count (PyAV keeps its defaults). Raises :class:`VideoDecodeError` naming the file
-    when it cannot be read."""
+    thread count (PyAV keeps its defaults). A directory is read as a folder of frame images
+    (:class:`~videocls.data.frame_folder.FrameFolderReader`, same interface). Raises
+    :class:`VideoDecodeError` naming the file when it cannot be read."""
+    if os.path.isdir(path):
+        from videocls.data.frame_folder import FrameFolderReader  # imports this module
+
+        return FrameFolderReader(path)
     return VideoReader(path, backend=backend, num_threads=num_threads)

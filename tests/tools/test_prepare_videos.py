@@ -1,0 +1,115 @@
+"""tools/prepare_videos.py on a few real videos: size, frame rate, keyframes, frame choice, resume."""
+
+import contextlib
+import importlib.util
+import io
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from videocls.data.prepare import output_size
+from videocls.data.video_io import open_video
+
+REPO = Path(__file__).resolve().parents[2]
+SOURCES = {  # relative source path -> (source file, source fps, output size at --short-side 64)
+    "g1.avi": ("g1.avi", 25, (86, 64)),
+    "clips/sage-example.wmv": ("sage-example.wmv", 1, (84, 32)),  # 84x33: never upscaled, made even
+    "clips/Effet_force_magnetique.ogv": ("Effet_force_magnetique.ogv", 25, (84, 64)),
+    "afl-small_movie.mp4": ("afl-small_movie.mp4", None, None),  # damaged: must fail
+}
+FPS, GOP = 30, 8
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True, scope="module")
+def probe_cache_dir(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VIDEOCLS_CACHE_DIR", str(tmp_path_factory.mktemp("videocls-cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def prepared(real_videos_dir, tmp_path_factory):
+    """SRC with the sample videos (and a non-video), DST after one run of the tool, the
+    tool's arguments and what that run printed."""
+    root = tmp_path_factory.mktemp("prepare")
+    src, dst = root / "src", root / "dst"
+    for relative, (name, _, _) in SOURCES.items():
+        (src / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(real_videos_dir / name, src / relative)
+    (src / "clips" / "notes.txt").write_text("not a video")
+    argv = [str(src), str(dst), "--short-side", "64", "--fps", str(FPS), "--gop", str(GOP), "-j", "2"]
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert load_tool("prepare_videos").main(argv) == 0
+    return src, dst, argv, out.getvalue()
+
+
+def test_outputs_failures_and_resume(prepared, capsys):
+    src, dst, argv, printed = prepared
+    assert printed.startswith("4 videos: 3 encoded, 0 already done, 1 failed")
+    rows = (dst / "failures.tsv").read_text().splitlines()
+    assert rows[0] == "src\treason" and len(rows) == 2
+    failed_src, reason = rows[1].split("\t")
+    assert failed_src == str(src / "afl-small_movie.mp4") and reason.startswith("source partial")
+    outputs = sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*") if p.is_file())
+    assert outputs == ["clips/Effet_force_magnetique.mp4", "clips/sage-example.mp4", "failures.tsv", "g1.mp4"]
+
+    mtimes = {p: p.stat().st_mtime_ns for p in dst.rglob("*.mp4")}
+    assert load_tool("prepare_videos").main(argv) == 0
+    assert capsys.readouterr().out.startswith("4 videos: 0 encoded, 3 already done, 1 failed")
+    assert {p: p.stat().st_mtime_ns for p in dst.rglob("*.mp4")} == mtimes
+
+
+@pytest.mark.parametrize("relative", [r for r, (_, fps, _) in SOURCES.items() if fps])
+def test_output_format_size_rate_and_keyframes(prepared, relative):
+    src, dst, _, _ = prepared
+    out = (dst / relative).with_suffix(".mp4")
+    _, source_fps, size = SOURCES[relative]
+    with open_video(src / relative) as source:
+        expected_frames = round(len(source) / source_fps * FPS)
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.pix_fmt) == ("h264", "yuv420p")
+        assert (stream.width, stream.height) == size and stream.average_rate == FPS
+        packets = sorted((p.pts, p.is_keyframe) for p in container.demux(stream) if p.size)
+    assert len(packets) == expected_frames
+    assert [i for i, (_, key) in enumerate(packets) if key] == list(range(0, expected_frames, GOP))
+    with open_video(out) as reader:
+        assert len(reader) == expected_frames and reader.fps == FPS
+
+
+@pytest.mark.parametrize("relative", ["g1.avi", "clips/sage-example.wmv"])
+def test_frames_are_dropped_or_repeated_by_timestamp(prepared, relative):
+    """Output frame k must show source frame floor(k * source_fps / fps): the source frame
+    closest to each output frame (after scaling) is that one."""
+    src, dst, _, _ = prepared
+    _, source_fps, (width, height) = SOURCES[relative]
+    with open_video(src / relative) as source, open_video((dst / relative).with_suffix(".mp4")) as output:
+        scaled = np.stack(
+            [
+                np.asarray(Image.fromarray(f).resize((width, height), Image.BOX))
+                for f in source.get_frames(range(len(source))).numpy()
+            ]
+        ).astype(np.float32)
+        produced = output.get_frames(range(len(output))).numpy().astype(np.float32)
+    distance = np.abs(produced[:, None] - scaled[None]).mean(axis=(2, 3, 4))
+    expected = [k * source_fps // FPS for k in range(len(produced))]
+    assert distance.argmin(axis=1).tolist() == expected
+
+
+def test_output_size_never_upscales_and_is_even():
+    assert output_size(400, 300, 64) == (86, 64)
+    assert output_size(300, 400, 64) == (64, 86)
+    assert output_size(1280, 720, 320) == (568, 320)
+    assert output_size(84, 33, 64) == (84, 32)
+    assert output_size(1, 1, 64) == (2, 2)
