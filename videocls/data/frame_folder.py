@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from videocls.data.video_io import VideoDecodeError
+from videocls.data.video_io import VideoDecodeError, check_frame_indices
 
 __all__ = ["IMAGE_EXTENSIONS", "FrameFolderReader", "list_frames"]
 
@@ -80,14 +80,7 @@ class FrameFolderReader:
         return f"FrameFolderReader({self.path!r}, frames={len(self)}, fps={self.fps:.4g})"
 
     def _positions(self, indices: Sequence[int]) -> np.ndarray:
-        positions = np.asarray(indices).reshape(-1)
-        if positions.size and positions.dtype.kind not in "iu":
-            raise TypeError(f"{self.path}: frame indices must be integers, got {positions.dtype}")
-        positions = positions.astype(np.int64)
-        outside = positions[(positions < 0) | (positions >= len(self))]
-        if outside.size:
-            raise IndexError(f"{self.path}: frame index {outside[0]} outside [0, {len(self)})")
-        return positions
+        return check_frame_indices(self.path, indices, len(self))
 
     def _load(self, position: int) -> np.ndarray:
         name = self.frames[position]

@@ -572,6 +572,18 @@ def _probe_file(key: tuple) -> _Probe:
 # --------------------------------------------------------------------------- reader
 
 
+def check_frame_indices(path: str, indices: Sequence[int], num_frames: int) -> np.ndarray:
+    """``indices`` as int64 positions, or an error naming ``path`` for any outside the video."""
+    positions = np.asarray(indices).reshape(-1)
+    if positions.size and positions.dtype.kind not in "iu":
+        raise TypeError(f"{path}: frame indices must be integers, got {positions.dtype}")
+    positions = positions.astype(np.int64)
+    outside = positions[(positions < 0) | (positions >= num_frames)]
+    if outside.size:
+        raise IndexError(f"{path}: frame index {outside[0]} outside [0, {num_frames})")
+    return positions
+
+
 class VideoReader:
     """Frame-accurate random access to one video file (see the module docstring).
 
@@ -616,14 +628,7 @@ class VideoReader:
         return f"VideoReader({self.path!r}, backend={self.backend!r}, frames={len(self)}, fps={self.fps:.4g})"
 
     def _positions(self, indices: Sequence[int]) -> np.ndarray:
-        positions = np.asarray(indices).reshape(-1)
-        if positions.size and positions.dtype.kind not in "iu":
-            raise TypeError(f"{self.path}: frame indices must be integers, got {positions.dtype}")
-        positions = positions.astype(np.int64)
-        outside = positions[(positions < 0) | (positions >= len(self))]
-        if outside.size:
-            raise IndexError(f"{self.path}: frame index {outside[0]} outside [0, {len(self)})")
-        return positions
+        return check_frame_indices(self.path, indices, len(self))
 
     def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
         """uint8 ``T x H x W x 3`` RGB frames at ``indices`` (any order, repeats allowed)."""
