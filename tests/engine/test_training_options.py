@@ -85,7 +85,8 @@ def _wandb_records(run_file: Path) -> tuple[dict, list[dict]]:
 
 def test_wandb_offline_run_holds_config_and_the_same_metrics(tiny_synthetic, tmp_path):
     overrides = [o for o in tiny_overrides(tiny_synthetic, tmp_path) if o != "logger=none"]
-    fit(compose_config([*overrides, "logger=wandb", "logger.mode=offline", "logger.name=tiny"]), tmp_path)
+    fit(compose_config([*overrides, "logger=wandb", "logger.mode=offline", "logger.name=tiny",
+                        "trainer.log_every_n_steps=1"]), tmp_path)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     config, history = _wandb_records(next(runs[0].glob("*.wandb")))

@@ -74,4 +74,7 @@ def build_loader(dataset: Dataset, batch_size: int, num_workers: int, train: boo
         drop_last=train,
         worker_init_fn=_worker_init,
         persistent_workers=False,  # re-created each epoch, so workers see dataset.set_epoch()
+        # Each new iterator draws a base seed; from its own generator it leaves the global RNG
+        # (dropout, mixup) untouched, so a run resumed mid-epoch replays the same draws.
+        generator=torch.Generator().manual_seed(seed),
     )
