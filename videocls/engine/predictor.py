@@ -15,7 +15,7 @@ from videocls.data.sampling import ClipSampler, pack_pathways
 from videocls.data.transforms import ClipTransform
 from videocls.data.video_io import open_video
 from videocls.engine.checkpoint import load_checkpoint
-from videocls.models import create_model, get_model_config
+from videocls.models import create_model
 
 
 def load_model_for_inference(weights: str | Path, model_name: str | None = None, num_classes: int | None = None) -> nn.Module:
@@ -51,10 +51,9 @@ class VideoPredictor:
         self.sampler = ClipSampler(cfg.num_frames, cfg.sampling_rate, pad=self.pad)
         self.transform = ClipTransform(cfg.crop_size, cfg.crop_size, cfg.crop_size, cfg.mean, cfg.std, train=False)
         self.alpha = cfg.extra.get("alpha")
-        if len(self.class_names) != self.model.default_config.num_classes and hasattr(self.model, "classifier_prefix"):
-            out = dict(self.model.named_modules())[self.model.classifier_prefix].out_features
-            if out != len(self.class_names):
-                raise ValueError(f"{len(self.class_names)} class names for a model with {out} outputs")
+        outputs = len(default_class_names(self.model))
+        if len(self.class_names) != outputs:
+            raise ValueError(f"{len(self.class_names)} class names for a model with {outputs} outputs")
 
     @torch.no_grad()
     def _probs(self, reader, first: int, last: int) -> torch.Tensor:
@@ -100,5 +99,3 @@ def default_class_names(model: nn.Module) -> list[str]:
     out = dict(model.named_modules())[model.classifier_prefix].out_features
     return [str(i) for i in range(out)]
 
-
-__all__ = ["VideoPredictor", "default_class_names", "get_model_config", "load_model_for_inference"]
