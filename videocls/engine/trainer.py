@@ -31,7 +31,6 @@ from videocls.engine.distributed import DistEnv, all_gather_objects, any_rank, b
 from videocls.engine.evaluator import EvalResult, autocast, evaluate, to_device
 from videocls.engine.logging import RunLogger
 from videocls.engine.losses import SoftTargetCrossEntropy
-from videocls.engine.optim import build_optimizer, build_scheduler
 from videocls.engine.tester import run_test
 from videocls.models import get_model_config
 
