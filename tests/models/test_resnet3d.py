@@ -168,3 +168,22 @@ def test_c2d_ignores_frame_order_and_i3d_does_not():
     # C2D: temporal kernels 1, max-pool over aligned frame pairs, global average: order-free.
     assert (c2d(clip) - c2d(clip.flip(2))).abs().max() <= 1e-5
     assert (i3d(clip) - i3d(clip.flip(2))).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["i3d_r50", "slowfast_r50"])
+def test_zero_init_residual_opens_or_shuts_every_residual_branch(name):
+    def final_bn_scales(model):
+        return [m.bn_c.weight for m in model.modules() if hasattr(m, "bn_c")]
+
+    extra = {"beta_inv": 4} if name == "slowfast_r50" else {}
+    shut, open_ = _tiny(name, **extra), _tiny(name, zero_init_residual=False, **extra)
+    assert len(final_bn_scales(shut)) == (8 if name == "slowfast_r50" else 4)
+    assert all(torch.equal(w, torch.zeros_like(w)) for w in final_bn_scales(shut))
+    assert all(torch.equal(w, torch.ones_like(w)) for w in final_bn_scales(open_))
+    if name == "i3d_r50":
+        # With every branch shut, a block is its shortcut: the branch's own convs get no gradient.
+        clip = torch.randn(2, 3, 4, 32, 32)
+        shut(clip).sum().backward()
+        assert shut.res2[0].conv_a.weight.grad.abs().max() == 0
+        open_(clip).sum().backward()
+        assert open_.res2[0].conv_a.weight.grad.abs().max() > 0

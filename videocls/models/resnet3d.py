@@ -40,7 +40,8 @@ class ResNet3d(nn.Module):
 
     ``temporal_kernels`` gives, per stage, the temporal kernel sizes of the bottlenecks' first
     conv, cycled over the blocks. ``temporal_pool`` halves T after res2 with a max-pool
-    (PySlowFast's pool1 for C2D and I3D).
+    (PySlowFast's pool1 for C2D and I3D). ``zero_init_residual``: see ``init_resnet_weights``.
+    ``stem_pool=False`` keeps twice the resolution after the stem, for inputs far below 224 px.
     """
 
     classifier_prefix = "head.proj"
@@ -56,14 +57,16 @@ class ResNet3d(nn.Module):
         stage_blocks: Sequence[int] = STAGE_BLOCKS[50],
         dropout: float = 0.5,
         in_channels: int = 3,
+        zero_init_residual: bool = True,
+        stem_pool: bool = True,
     ) -> None:
         super().__init__()
-        self.stem = ResNetStem3d(in_channels, width, stem_temporal_kernel)
+        self.stem = ResNetStem3d(in_channels, width, stem_temporal_kernel, stem_pool)
         self.res2, self.res3, self.res4, self.res5 = make_res_stages(width, stage_blocks, temporal_kernels)
         self.temporal_pool = nn.MaxPool3d((2, 1, 1), stride=(2, 1, 1)) if temporal_pool else nn.Identity()
         self.num_features = 4 * width * 2 ** (len(STAGE_NAMES) - 1)
         self.head = ClassifierHead(self.num_features, num_classes, dropout)
-        init_resnet_weights(self)
+        init_resnet_weights(self, zero_init_residual)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Clip -> res5 feature map, B x C x T' x H' x W'."""

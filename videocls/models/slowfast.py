@@ -46,7 +46,7 @@ class SlowFast(nn.Module):
 
     ``width`` is the Slow stem width (64); the Fast pathway has ``width // beta_inv``. Each
     lateral is a ``fusion_kernel`` x 1 x 1 conv with temporal stride ``alpha`` from C Fast
-    channels to ``fusion_channel_ratio`` * C.
+    channels to ``fusion_channel_ratio`` * C. ``zero_init_residual``: see ``init_resnet_weights``.
     """
 
     classifier_prefix = "head.proj"
@@ -63,6 +63,7 @@ class SlowFast(nn.Module):
         fusion_channel_ratio: int = 2,
         dropout: float = 0.5,
         in_channels: int = 3,
+        zero_init_residual: bool = True,
     ) -> None:
         super().__init__()
         if width % beta_inv:
@@ -87,7 +88,7 @@ class SlowFast(nn.Module):
         )
         self.num_features = 32 * width + 32 * fast_width
         self.head = ClassifierHead(self.num_features, num_classes, dropout)
-        init_resnet_weights(self)
+        init_resnet_weights(self, zero_init_residual)
 
     def forward_features(self, x: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """``[slow, fast]`` clips -> ``[slow, fast]`` res5 feature maps."""

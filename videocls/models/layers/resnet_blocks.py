@@ -43,11 +43,12 @@ class ConvBnAct3d(nn.Module):
 
 class ResNetStem3d(ConvBnAct3d):
     """ResNet conv1 + pool1 in 3D: a T x 7 x 7 conv with spatial stride 2, then a 1 x 3 x 3 max-pool
-    with stride 2. The temporal size is kept; T is 1 for C2D/Slow, 5 for I3D and the Fast pathway."""
+    with stride 2. The temporal size is kept; T is 1 for C2D/Slow, 5 for I3D and the Fast pathway.
+    ``pool=False`` drops the max-pool (no parameters): twice the resolution for tiny inputs."""
 
-    def __init__(self, in_channels: int, out_channels: int, temporal_kernel: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, temporal_kernel: int, pool: bool = True) -> None:
         super().__init__(in_channels, out_channels, (temporal_kernel, 7, 7), stride=(1, 2, 2))
-        self.pool = nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+        self.pool = nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)) if pool else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(super().forward(x))
@@ -155,10 +156,15 @@ class ClassifierHead(nn.Module):
         return x if pre_logits else self.proj(self.dropout(x))
 
 
-def init_resnet_weights(model: nn.Module) -> None:
+def init_resnet_weights(model: nn.Module, zero_init_residual: bool = True) -> None:
     """PySlowFast/pytorchvideo initialisation: He-normal (fan-out) convs, BN scale 1 and shift 0,
-    classifier N(0, 0.01). The last BN of each residual branch starts at zero, so every block
-    starts as the identity (Goyal et al., 2017)."""
+    classifier N(0, 0.01).
+
+    With ``zero_init_residual`` (their default) the last BN of each residual branch starts at
+    zero, so every block starts as its shortcut (Goyal et al., 2017). That suits long schedules;
+    in a short one with few blocks it stalls training, since Adam grows a zero scale by about
+    the learning rate per step: the branches stay shut for hundreds of steps.
+    """
     for m in model.modules():
         if isinstance(m, nn.Conv3d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -168,9 +174,10 @@ def init_resnet_weights(model: nn.Module) -> None:
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, std=0.01)
             nn.init.zeros_(m.bias)
-    for m in model.modules():
-        if isinstance(m, Bottleneck3d):
-            nn.init.zeros_(m.bn_c.weight)
+    if zero_init_residual:
+        for m in model.modules():
+            if isinstance(m, Bottleneck3d):
+                nn.init.zeros_(m.bn_c.weight)
 
 
 # Bottleneck3d's sub-modules as pytorchvideo and PySlowFast name them, as (regex, replacement)
