@@ -52,6 +52,11 @@ def test_random_training_clips_in_range_and_follow_stride():
 def test_segment_sampler_test_and_train():
     # 30 frames in 8 segments of 3.75: middles 1.875, 5.625, ... floored
     assert segment_indices(30, 8, train=False).tolist() == [1, 5, 9, 13, 16, 20, 24, 28]
+    # Two test views: the first and third quarter of every 3.75-frame segment.
+    assert segment_indices(30, 8, train=False, clip_idx=0, num_clips=2).tolist() == [0, 4, 8, 12, 15, 19, 23, 27]
+    assert segment_indices(30, 8, train=False, clip_idx=1, num_clips=2).tolist() == [2, 6, 10, 14, 17, 21, 25, 29]
+    with pytest.raises(ValueError, match="clip_idx 2"):
+        segment_indices(30, 8, train=False, clip_idx=2, num_clips=2)
     rng = np.random.default_rng(1)
     for _ in range(50):
         idx = segment_indices(30, 8, train=True, rng=rng)

@@ -88,8 +88,14 @@ def segment_indices(
     num_segments: int,
     train: bool,
     rng: np.random.Generator | None = None,
+    clip_idx: int = 0,
+    num_clips: int = 1,
 ) -> np.ndarray:
-    """TSN / SSv2 sampling: one frame per equal segment, random in training, middle at test."""
+    """TSN / SSv2 sampling: one frame per equal segment, random in training.
+
+    Test view ``clip_idx`` of ``num_clips`` takes the point ``(clip_idx + 0.5) / num_clips`` of
+    every segment: one view is the segments' middles (TSN), several views interleave evenly.
+    """
     if num_video_frames <= 0:
         raise ValueError("cannot sample from a video with no frames")
     seg = num_video_frames / num_segments
@@ -98,7 +104,9 @@ def segment_indices(
         rng = rng if rng is not None else np.random.default_rng()
         offsets = rng.uniform(0.0, seg, size=num_segments)
     else:
-        offsets = np.full(num_segments, seg / 2)
+        if not 0 <= clip_idx < num_clips:
+            raise ValueError(f"clip_idx {clip_idx} outside [0, {num_clips})")
+        offsets = np.full(num_segments, seg * (clip_idx + 0.5) / num_clips)
     return np.minimum(np.floor(starts + offsets).astype(np.int64), num_video_frames - 1)
 
 
@@ -134,7 +142,7 @@ class ClipSampler:
     ) -> np.ndarray:
         """Indices of one clip: random in training, test clip ``clip_idx`` of ``num_clips`` else."""
         if self.mode == "segment":
-            return segment_indices(num_video_frames, self.num_frames, train, rng)
+            return segment_indices(num_video_frames, self.num_frames, train, rng, clip_idx, num_clips)
         if self.mode != "clip":
             raise ValueError(f"sampling mode must be 'clip' or 'segment', got {self.mode!r}")
         return clip_indices(
