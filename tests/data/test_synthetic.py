@@ -99,10 +99,11 @@ def test_reuse_and_regeneration(datasets, tmp_path):
 
 
 def test_decoded_frames_match_rendered_frames(datasets):
-    """H.264 at CRF 18 in yuv420p loses the pixel noise and some colour at sharp colour edges.
+    """All-intra H.264 at CRF 18 in yuv420p loses the pixel noise and some colour at sharp
+    colour edges.
 
-    Over 400 sampled videos: mean abs error 1.6-4.1 (of 255), PSNR 28.5-41 dB per video,
-    averages 2.8 and 35 dB.
+    Over 300 sampled videos: mean abs error 1.8-5.0 (of 255), PSNR 28.8-40 dB per video,
+    averages 3.1 and 34 dB.
     """
     root = datasets["a"]
     errors, psnrs = [], []
@@ -114,12 +115,12 @@ def test_decoded_frames_match_rendered_frames(datasets):
         error = decoded.astype(np.float32) - rendered
         errors.append(np.abs(error).mean())
         psnrs.append(10 * np.log10(255**2 / np.mean(error**2)))
-        assert errors[-1] < 4.5 and psnrs[-1] > 28.0, (relative, errors[-1], psnrs[-1])
+        assert errors[-1] < 5.5 and psnrs[-1] > 28.0, (relative, errors[-1], psnrs[-1])
         with av.open(str(root / relative)) as container:
             stream = container.streams.video[0]
             assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
             assert stream.average_rate == spec.fps
-    assert np.mean(errors) < 3.3 and np.mean(psnrs) > 33.0, (np.mean(errors), np.mean(psnrs))
+    assert np.mean(errors) < 3.6 and np.mean(psnrs) > 32.5, (np.mean(errors), np.mean(psnrs))
 
 
 def test_decord_and_pyav_decode_the_same_frames(datasets):
