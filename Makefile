@@ -1,5 +1,7 @@
 # The two commands of the README (make demo, make test) set themselves up: they create .venv
-# from the lock file when it is missing or older than the lock.
+# from the lock file when it is missing or older than the lock. --no-compile: byte-compiling
+# all of torch takes longer than the install itself (70 s of 150 here); Python compiles what
+# it imports on first use.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -17,7 +19,7 @@ install: $(STAMP)
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements/lock.txt
+	$(PY) -m pip install -q --no-compile -r requirements/lock.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from videocls.data.loader import build_loader
 from videocls.data.mix import Mixup, batch_generator
 from videocls.engine.checkpoint import PreemptionFlag, load_checkpoint, rng_state, save_atomic, set_rng_state
-from videocls.engine.distributed import DistEnv, all_gather_objects, any_rank, barrier, broadcast_object, init_distributed, shutdown
+from videocls.engine.distributed import DistEnv, all_gather_objects, any_rank, barrier, broadcast_object, init_distributed, share_cpu_cores, shutdown
 from videocls.engine.evaluator import EvalResult, autocast, evaluate, to_device
 from videocls.engine.logging import RunLogger
 from videocls.engine.losses import SoftTargetCrossEntropy
@@ -93,6 +93,7 @@ class Trainer:
         self.val_set = self.data.dataset("val", False, mean, std, t.val_num_clips, t.val_num_crops, seed=t.seed)
         loader_args = dict(num_workers=self.data.num_workers, seed=t.seed, num_replicas=self.env.world_size,
                            rank=self.env.rank, pin_memory=self.env.device.type == "cuda")
+        share_cpu_cores(self.env, self.data.num_workers)
         self.train_loader = build_loader(self.train_set, self.data.batch_size, train=True, **loader_args)
         self.val_loader = build_loader(self.val_set, cfg.test.batch_size, train=False, **loader_args)
 
