@@ -94,14 +94,27 @@ def create_model(
     checkpoint's, only the classifier (``model.classifier_prefix``) is left re-initialised.
     """
     entry = _entry(name)
+    model = _build(entry, num_classes, overrides)
+    if pretrained is not None:
+        load_weights(model, _read_weights(entry, model, pretrained), source=str(pretrained))
+    return model
+
+
+def _build(entry: _Entry, num_classes: int | None, overrides: dict) -> nn.Module:
     model = entry.builder(num_classes=num_classes or entry.config.num_classes, **overrides)
     model.default_config = entry.config
-    if pretrained is not None:
-        state = load_state_dict_any(pretrained)
-        if entry.checkpoint_filter is not None:
-            state = entry.checkpoint_filter(state, model)
-        load_weights(model, state, source=str(pretrained))
     return model
+
+
+def _read_weights(entry: _Entry, model: nn.Module, path: str | Path) -> StateDict:
+    """The file at ``path`` in ``model``'s parameter names (the family's checkpoint filter applied)."""
+    state = load_state_dict_any(path)
+    if entry.checkpoint_filter is None:
+        return state
+    try:
+        return entry.checkpoint_filter(state, model)
+    except (ValueError, KeyError, RuntimeError) as error:  # a filter does not know which file it reads
+        raise ValueError(f"checkpoint {path} does not map onto {type(model).__name__}: {error}") from error
 
 
 def load_weights(model: nn.Module, state: StateDict, source: str) -> None:
@@ -129,3 +142,60 @@ def load_weights(model: nn.Module, state: StateDict, source: str) -> None:
             f"  shape mismatches ({len(wrong_shape)}): {wrong_shape[:20]}"
         )
     model.load_state_dict(state, strict=not reinit)
+
+
+@dataclass(frozen=True)
+class ConvertedCheckpoint:
+    """What ``convert_checkpoint`` wrote, for the one-line summary of tools/convert_checkpoint.py."""
+
+    path: Path
+    num_tensors: int
+    num_parameters: int
+    num_classes: int
+
+    def __str__(self) -> str:
+        return (
+            f"wrote {self.path}: {self.num_tensors} tensors, {self.num_parameters:,} parameters, "
+            f"num_classes={self.num_classes}"
+        )
+
+
+def convert_checkpoint(
+    src: str | Path, dst: str | Path, name: str, num_classes: int | None = None, **overrides
+) -> ConvertedCheckpoint:
+    """Rewrite any checkpoint ``create_model(name, pretrained=src)`` reads as a plain videocls state dict.
+
+    ``dst`` ending in ``.safetensors`` gets a safetensors file, anything else a ``torch.save`` of a
+    dict of tensors only (``torch.load(dst, weights_only=True)`` reads it). Without ``num_classes``
+    the classifier's shape in ``src`` decides. Unlike ``create_model`` nothing is re-initialised: a
+    converted file must hold the checkpoint, so any key or shape that does not fit is an error naming ``src``.
+    """
+    entry = _entry(name)
+    model = _build(entry, num_classes, overrides)
+    state = _read_weights(entry, model, src)
+    prefix = model.classifier_prefix
+    classifier = state.get(f"{prefix}.weight")
+    if num_classes is None and classifier is not None and classifier.shape[0] != entry.config.num_classes:
+        # Filters read the backbone's geometry only, never the classifier: ``state`` fits the rebuilt model.
+        model = _build(entry, classifier.shape[0], overrides)
+    own = model.state_dict()
+    wrong_classifier = [
+        f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(own[key].shape)}"
+        for key in sorted(own)
+        if key.startswith(prefix + ".") and key in state and state[key].shape != own[key].shape
+    ]
+    load_weights(model, state, source=str(src))  # first: it reports every other key that does not fit
+    if wrong_classifier:
+        raise RuntimeError(f"checkpoint {src} does not fit {name}'s classifier: {wrong_classifier}")
+
+    tensors = {key: value.contiguous() for key, value in model.state_dict().items()}
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(tensors, str(dst), metadata={"model": name, "source": Path(src).name})
+    else:
+        torch.save(tensors, dst)
+    num_parameters = sum(p.numel() for p in model.parameters())
+    return ConvertedCheckpoint(dst, len(tensors), num_parameters, tensors[f"{prefix}.weight"].shape[0])
