@@ -1,5 +1,7 @@
-"""Gradient accumulation, bf16 autocast, W&B offline logging, multirun sweeps and compare_runs."""
+"""Gradient accumulation, bf16 autocast, EMA, precise BN, SyncBN, W&B offline logging, multirun
+sweeps and compare_runs."""
 
+import copy
 import json
 import struct
 import subprocess
@@ -8,9 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from helpers import compose_config, tiny_overrides
-from videocls.engine.trainer import fit
+from videocls import create_model
+from videocls.engine.distributed import DistEnv
+from videocls.engine.trainer import Trainer, fit, recompute_bn_stats
 
 REPO = Path(__file__).resolve().parents[2]
 NO_BN = ["model=timesformer_base", "+model.img_size=32", "+model.patch_size=16", "+model.num_frames=4",
@@ -46,6 +51,74 @@ def test_bf16_autocast_trains_on_cpu(tiny_synthetic, tmp_path):
 def test_fp16_with_grad_scaler_on_gpu(tiny_synthetic, tmp_path):
     summary = fit(compose_config(tiny_overrides(tiny_synthetic, tmp_path, "trainer.precision=16")), tmp_path)
     assert summary["num_videos"] == 10
+
+
+def test_ema_weights_are_the_decayed_average_of_every_step(tiny_synthetic, tmp_path):
+    decay = 0.5  # large steps of the average, so a missed or doubled update shows
+    overrides = tiny_overrides(tiny_synthetic, tmp_path, "trainer.ema=true", f"trainer.ema_decay={decay}")
+    cfg = compose_config(overrides)
+    trainer = Trainer(cfg, tmp_path)
+    steps = []  # the raw weights and BN buffers after each optimiser step
+    trainer.optimizer.register_step_post_hook(
+        lambda *_: steps.append({k: v.detach().clone() for k, v in trainer.model.state_dict().items()}))
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert len(steps) == state["global_step"] == 5
+    expected = dict(steps[0])  # the first update copies the weights
+    for weights in steps[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * w if w.is_floating_point() else w
+                    for k, w in weights.items()}
+    floats = [k for k, w in state["model"].items() if w.is_floating_point()]
+    for name in floats:
+        assert torch.equal(state["model"][name], steps[-1][name]), name
+        assert torch.allclose(state["ema"][f"module.{name}"], expected[name], atol=1e-6), name
+    assert any(not torch.allclose(state["ema"][f"module.{k}"], state["model"][k]) for k in floats)
+
+
+def test_precise_bn_sets_running_stats_from_the_first_n_batches():
+    torch.manual_seed(0)
+    model = create_model("i3d_r50", num_classes=4, width=4, stage_blocks=(1, 1, 1, 1), dropout=0.0).eval()
+    # Batches of different scale and offset: using a wrong number of them changes every statistic.
+    batches = [{"video": torch.randn(2, 3, 4, 32, 32) * (1 + i) + i} for i in range(5)]
+    n = 3
+    reference = copy.deepcopy(model).train()
+    features: dict[str, list[torch.Tensor]] = {}
+    for name, bn in reference.named_modules():
+        if isinstance(bn, nn.BatchNorm3d):
+            bn.register_forward_pre_hook(lambda _, x, name=name: features.setdefault(name, []).append(x[0]))
+    with torch.no_grad():
+        for batch in batches[:n]:
+            reference(batch["video"])
+
+    recompute_bn_stats(model, batches, n, DistEnv(0, 0, 1, torch.device("cpu")), "32")
+    bns = {name: bn for name, bn in model.named_modules() if isinstance(bn, nn.BatchNorm3d)}
+    assert len(bns) == len(features) > 4 and not model.training
+    for name, bn in bns.items():
+        per_batch = [x.transpose(0, 1).flatten(1) for x in features[name]]  # channels x values
+        # The mean over all n batches' features; the variance is the average of the per-batch
+        # (unbiased) variances, as PySlowFast's precise BN, not the pooled variance.
+        mean = torch.cat(per_batch, 1).mean(1)
+        var = torch.stack([f.var(1) for f in per_batch]).mean(0)
+        assert torch.allclose(bn.running_mean, mean, rtol=1e-4, atol=1e-5), name
+        assert torch.allclose(bn.running_var, var, rtol=1e-4, atol=1e-5), name
+        assert bn.momentum == 0.1, name
+
+
+def test_sync_bn_on_cpu_ranks_fails_on_every_rank_naming_the_option(tiny_synthetic, tmp_path):
+    # SyncBatchNorm only runs on GPUs, so its equivalence with one process on the global batch
+    # cannot be checked on gloo/CPU; what a CPU run must do is refuse it clearly.
+    overrides = tiny_overrides(tiny_synthetic, tmp_path, "trainer.sync_bn=true", "trainer.device=cpu")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+         str(REPO / "tools" / "train.py"), *overrides],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert proc.returncode != 0
+    message = "ValueError: trainer.sync_bn=true needs GPUs: SyncBatchNorm has no CPU implementation"
+    assert proc.stderr.count(message) >= 2, proc.stderr[-4000:]  # raised by both ranks
 
 
 def _leveldb_log_records(path: Path):

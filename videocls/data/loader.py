@@ -3,9 +3,14 @@
 Why not ``DistributedSampler``: evaluation must see every view exactly once (it pads by
 repeating samples), and training must be able to restart at the batch where a preempted
 run stopped. ``ShardedSampler`` does both and shuffles exactly like it (``seed + epoch``).
+With per-item ``weights`` (``data.class_balanced``) it draws with replacement instead, under
+the same guarantees: one global order per ``seed + epoch``, disjoint rank shards, resumable.
 """
 
 from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
@@ -18,20 +23,29 @@ class ShardedSampler(Sampler[int]):
     ``DistributedSampler``); ``pad=False`` (evaluation) gives uneven, disjoint shards that
     cover every item once. ``set_epoch(epoch, start)`` skips the first ``start`` items of
     this rank's shard, to resume inside an epoch.
+
+    ``weights`` (one per item, any positive scale) replace the permutation by ``length`` draws
+    with replacement, item ``i`` with probability ``weights[i] / sum(weights)``.
     """
 
     def __init__(self, length: int, num_replicas: int = 1, rank: int = 0, shuffle: bool = True,
-                 seed: int = 0, pad: bool = True) -> None:
+                 seed: int = 0, pad: bool = True, weights: Sequence[float] | None = None) -> None:
         self.length, self.num_replicas, self.rank = length, num_replicas, rank
         self.shuffle, self.seed, self.pad = shuffle, seed, pad
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        if self.weights is not None and self.weights.shape != (length,):
+            raise ValueError(f"{len(self.weights)} sampling weights for {length} items")
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
     def shard(self) -> list[int]:
-        if self.shuffle:
-            order = torch.randperm(self.length, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, self.length, replacement=True, generator=generator)
+        elif self.shuffle:
+            order = torch.randperm(self.length, generator=generator)
         else:
             order = torch.arange(self.length)
         order = order.tolist()
@@ -48,6 +62,18 @@ class ShardedSampler(Sampler[int]):
         return max(per_rank - self.start, 0)
 
 
+def class_balanced_weights(labels: Sequence[int | Sequence[int]]) -> list[float]:
+    """Per-video weights that make every class equally likely per draw: 1 / (its class's count).
+
+    A multi-label video (a label tuple) is weighted by its rarest label, so rare classes are
+    drawn as often as in the single-label case; classes that mostly co-occur with others are
+    then only approximately balanced.
+    """
+    per_video = [(label,) if isinstance(label, int) else tuple(label) for label in labels]
+    counts = Counter(c for video in per_video for c in video)
+    return [1.0 / min(counts[c] for c in video) for video in per_video]
+
+
 def collate_clips(samples: list[dict]) -> dict:
     """Default collate, except ``skipped`` (variable-length list of (path, reason)) is concatenated."""
     skipped = [entry for s in samples for entry in s["skipped"]]
@@ -62,8 +88,13 @@ def _worker_init(_: int) -> None:
 
 
 def build_loader(dataset: Dataset, batch_size: int, num_workers: int, train: bool, seed: int = 0,
-                 num_replicas: int = 1, rank: int = 0, pin_memory: bool = False) -> DataLoader:
-    sampler = ShardedSampler(len(dataset), num_replicas, rank, shuffle=train, seed=seed, pad=train)
+                 num_replicas: int = 1, rank: int = 0, pin_memory: bool = False,
+                 class_balanced: bool = False) -> DataLoader:
+    """``class_balanced`` (training; ``dataset`` has ``records``, one item each) draws every class
+    equally often per epoch, with replacement (:func:`class_balanced_weights`)."""
+    weights = class_balanced_weights([r.label for r in dataset.records]) if class_balanced else None
+    sampler = ShardedSampler(len(dataset), num_replicas, rank, shuffle=train, seed=seed, pad=train,
+                             weights=weights)
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -94,13 +94,16 @@ class Trainer:
         loader_args = dict(num_workers=self.data.num_workers, seed=t.seed, num_replicas=self.env.world_size,
                            rank=self.env.rank, pin_memory=self.env.device.type == "cuda")
         share_cpu_cores(self.env, self.data.num_workers)
-        self.train_loader = build_loader(self.train_set, self.data.batch_size, train=True, **loader_args)
+        self.train_loader = build_loader(self.train_set, self.data.batch_size, train=True,
+                                         class_balanced=self.data.class_balanced, **loader_args)
         self.val_loader = build_loader(self.val_set, cfg.test.batch_size, train=False, **loader_args)
 
         model = instantiate(cfg.model).to(self.env.device)
         if t.channels_last:
             model = model.to(memory_format=torch.channels_last_3d)
         if t.sync_bn and self.env.distributed:
+            if self.env.device.type == "cpu":  # else DDP fails with "only work with GPU modules"
+                raise ValueError("trainer.sync_bn=true needs GPUs: SyncBatchNorm has no CPU implementation")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model  # the bare module: what is saved, evaluated and averaged
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True) if t.ema else None
