@@ -30,3 +30,18 @@ def tiny_synthetic(tmp_path_factory) -> Path:
     from videocls.data.synthetic import generate_dataset
 
     return generate_dataset(tmp_path_factory.mktemp("synthetic"), seed=0, train_per_class=2, val_per_class=1, workers=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_synthetic, tmp_path_factory) -> Path:
+    """One finished one-epoch run of the tiny demo (width 4, 4 frames, 32-px crops) to evaluate.
+
+    At this learning rate the epoch fits its training videos a little (not the held-out ones).
+    Tests that write beside its checkpoint work on a copy.
+    """
+    from helpers import compose_config, tiny_overrides
+    from videocls.engine.trainer import fit
+
+    run_dir = tmp_path_factory.mktemp("tiny-run")
+    fit(compose_config(tiny_overrides(tiny_synthetic, run_dir, "optim.base_lr=0.05")), run_dir)
+    return run_dir

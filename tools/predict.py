@@ -3,10 +3,20 @@
     python tools/predict.py ../shared/real-videos/g1.avi --model i3d_inception_v1 \
         --weights ../shared/weights/i3d-kinetics-400.ckpt --classes ../shared/weights/kinetics400_classes.txt
     python tools/predict.py video.mp4 --weights outputs/demo/<run>/checkpoints/last.pt --classes data/synthetic/classes.txt
+    python tools/predict.py ../shared/real-videos/ --weights outputs/demo/<run>/checkpoints/last.pt
 
-A videocls training checkpoint carries its model config, so --model is only needed for other
-checkpoints. A file that cannot be decoded gets an error line (or {"video", "error"} with
---json) and the other files are still classified; the exit status is 1 if any file failed.
+A folder stands for the video files in it (by extension, subfolders included, sorted; other
+files are ignored); a folder with no video file is read as one video stored as frame images.
+
+A videocls training checkpoint carries its config: --model is only needed for other
+checkpoints, and its views are made as its run tested them (frames, sampling, test short side
+and crop, normalisation) unless the options below say otherwise; other checkpoints use the
+model's registry defaults. A temperature stored by tools/calibrate.py beside the checkpoint
+scales the probabilities (--no-calibration ignores it). Stderr says which views and
+temperature are used.
+
+A file that cannot be decoded gets an error line (or {"video", "error"} with --json) and the
+other files are still classified; the exit status is 1 if any file failed.
 """
 
 import argparse
@@ -17,31 +27,41 @@ import torch
 
 from videocls.data.annotations import read_classes
 from videocls.data.video_io import VideoDecodeError
-from videocls.engine.predictor import VideoPredictor, default_class_names, load_model_for_inference
+from videocls.engine.predictor import expand_video_paths, load_predictor
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("videos", nargs="+")
+    parser.add_argument("videos", nargs="+", help="video files or folders of them")
     parser.add_argument("--model", help="registered model name (see videocls.list_models())")
     parser.add_argument("--weights", required=True, help="checkpoint path (any format create_model reads)")
     parser.add_argument("--classes", help="class names, one per line, in output order")
     parser.add_argument("--topk", type=int, default=5)
     parser.add_argument("--num-clips", type=int, default=3, help="temporal views per video (or window)")
     parser.add_argument("--num-crops", type=int, default=3, choices=(1, 3), help="spatial views")
-    parser.add_argument("--pad", default="repeat", choices=("repeat", "loop"), help="for videos shorter than a clip")
+    parser.add_argument("--num-frames", type=int, help="frames per clip")
+    parser.add_argument("--sampling-rate", type=int, help="frame stride of a clip (clip sampling)")
+    parser.add_argument("--sampling-mode", choices=("clip", "segment"), help="dense clips or TSN segments")
+    parser.add_argument("--short-side", type=int, help="resize the short side to this before cropping")
+    parser.add_argument("--crop", type=int, help="crop size")
+    parser.add_argument("--pad", choices=("repeat", "loop"), help="for videos shorter than a clip")
+    parser.add_argument("--no-calibration", action="store_true",
+                        help="ignore a temperature stored by tools/calibrate.py")
     parser.add_argument("--window", type=float, help="seconds: also classify sliding windows (a timeline)")
     parser.add_argument("--stride", type=float, help="seconds between windows (default: --window)")
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of text")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
 
-    class_names = read_classes(args.classes) if args.classes else None
-    model = load_model_for_inference(args.weights, args.model, len(class_names) if class_names else None)
-    predictor = VideoPredictor(model, class_names or default_class_names(model), args.num_clips, args.num_crops,
-                               args.pad, args.device)
+    predictor = load_predictor(
+        args.weights, args.model, read_classes(args.classes) if args.classes else None, args.num_clips,
+        args.num_crops, args.device, not args.no_calibration, num_frames=args.num_frames,
+        sampling_rate=args.sampling_rate, sampling_mode=args.sampling_mode, short_side=args.short_side,
+        crop_size=args.crop, pad=args.pad,
+    )
+    print(predictor.describe(), file=sys.stderr)
     results, failed = [], 0
-    for video in args.videos:
+    for video in expand_video_paths(args.videos):
         try:
             result = predictor.predict(video, args.topk, args.window, args.stride)
         except (VideoDecodeError, OSError, ValueError, IndexError) as error:

@@ -52,6 +52,7 @@ class VideoData:
     std: tuple[float, float, float] | None = None
     slowfast_alpha: int | None = None
     max_retries: int = 10
+    class_balanced: bool = False  # training draws every class equally often (with replacement)
     synthetic: dict | None = None
 
     def prepare(self) -> None:
@@ -80,18 +81,27 @@ class VideoData:
         """``split`` is ``"train"`` or ``"val"``; ``train`` picks random vs test-view sampling."""
         annotation = {"train": self.train_list, "val": self.val_list}[split]
         records = read_annotations(annotation, self.format, root=self.root, classes=self.classes)
-        sampler = ClipSampler(self.num_frames, self.sampling_rate, self.sampling_mode, self.target_fps, self.pad)
         if train:
             transform = self._train_transform(self._mean(mean), self._std(std))
         else:
-            side = self.test_short_side
-            transform = ClipTransform(self.test_crop, side, side, self._mean(mean), self._std(std), False)
+            transform = self.test_transform(mean, std)
         return VideoClipDataset(
-            records, sampler, transform, train=train, num_clips=num_clips, num_crops=num_crops,
+            records, self.sampler(), transform, train=train, num_clips=num_clips, num_crops=num_crops,
             backend=self.backend, num_threads=self.decode_threads, slowfast_alpha=self.slowfast_alpha,
             max_retries=self.max_retries, seed=seed, frame_filter=frame_filter,
             num_classes=self.num_classes if self.format == "multilabel" else None,
         )
+
+    def sampler(self) -> ClipSampler:
+        """Which frames make a clip, in training and test alike."""
+        return ClipSampler(self.num_frames, self.sampling_rate, self.sampling_mode, self.target_fps, self.pad)
+
+    def test_transform(self, mean: tuple[float, float, float],
+                       std: tuple[float, float, float]) -> ClipTransform:
+        """Short-side resize and crop of the test views; ``mean``/``std`` are the model's, used
+        unless the data config sets its own."""
+        side = self.test_short_side
+        return ClipTransform(self.test_crop, side, side, self._mean(mean), self._std(std), False)
 
     def _train_transform(self, mean, std) -> ClipTransform:
         lo, hi = self.train_short_side

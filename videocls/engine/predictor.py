@@ -1,8 +1,15 @@
-"""Classify single video files with a model's own preprocessing and multi-view protocol."""
+"""Classify video files with a model's own preprocessing and multi-view protocol.
+
+A videocls training checkpoint stores its resolved config, so its views are made as its run
+tested them (frames, sampling, test short side and crop, normalisation); other checkpoints
+get the model registry's defaults. A temperature that ``tools/calibrate.py`` stored beside the
+checkpoint scales the probabilities (see :mod:`videocls.engine.calibrate`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,73 +18,133 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from videocls.data.prepare import find_videos
 from videocls.data.sampling import ClipSampler, pack_pathways
 from videocls.data.transforms import ClipTransform
 from videocls.data.video_io import open_video
+from videocls.engine.calibrate import apply_temperature, load_calibration
 from videocls.engine.checkpoint import load_checkpoint
 from videocls.models import create_model
+from videocls.models.registry import ModelConfig
 
 
-def load_model_for_inference(weights: str | Path, model_name: str | None = None, num_classes: int | None = None) -> nn.Module:
-    """A model ready for ``eval()``: a videocls training checkpoint rebuilds itself from its
-    saved config (tiny widths included); any other checkpoint needs ``model_name``."""
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a video becomes test views, and where that recipe came from (for the report)."""
+
+    sampler: ClipSampler
+    transform: ClipTransform
+    source: str
+
+    @classmethod
+    def from_model_config(cls, cfg: ModelConfig) -> Preprocessing:
+        """The registry's defaults: dense clips, short side resized to the crop size."""
+        return cls(ClipSampler(cfg.num_frames, cfg.sampling_rate),
+                   ClipTransform(cfg.crop_size, cfg.crop_size, cfg.crop_size, cfg.mean, cfg.std, train=False),
+                   "model registry defaults")
+
+    def override(self, num_frames: int | None = None, sampling_rate: int | None = None,
+                 sampling_mode: str | None = None, short_side: int | None = None,
+                 crop_size: int | None = None, pad: str | None = None) -> Preprocessing:
+        """Explicit values (not None) replace the recipe's."""
+        sampler = {"num_frames": num_frames, "sampling_rate": sampling_rate, "mode": sampling_mode,
+                   "pad": pad}
+        transform = {"crop_size": crop_size, "min_short_side": short_side, "max_short_side": short_side}
+        sampler = {k: v for k, v in sampler.items() if v is not None}
+        transform = {k: v for k, v in transform.items() if v is not None}
+        if not sampler and not transform:
+            return self
+        return Preprocessing(replace(self.sampler, **sampler), replace(self.transform, **transform),
+                             f"{self.source}, overridden: {', '.join(sorted({**sampler, **transform}))}")
+
+    def describe(self) -> str:
+        s, t = self.sampler, self.transform
+        sampling = "segments" if s.mode == "segment" else f"every {s.sampling_rate} frames"
+        return (f"{s.num_frames} frames ({sampling}, pad {s.pad}), short side {t.min_short_side}, "
+                f"crop {t.crop_size}, mean {tuple(t.mean)}, std {tuple(t.std)} ({self.source})")
+
+
+def load_model_for_inference(weights: str | Path, model_name: str | None = None,
+                             num_classes: int | None = None) -> tuple[nn.Module, Preprocessing]:
+    """A model ready for ``eval()`` and its preprocessing: a videocls training checkpoint
+    rebuilds itself and its test views from its saved config (tiny widths included); any
+    other checkpoint needs ``model_name`` and gets the registry's defaults."""
     state = load_checkpoint(weights) if Path(weights).suffix == ".pt" else None
     if state is not None and "config" in state and "model" in state:
         cfg = OmegaConf.create(state["config"])
         model = instantiate(cfg.model, pretrained=None)
         model.load_state_dict(state["model"])
-        return model
+        data = instantiate(cfg.data)
+        mean, std = model.default_config.mean, model.default_config.std
+        return model, Preprocessing(data.sampler(), data.test_transform(mean, std),
+                                    "checkpoint's data config")
     if model_name is None:
         raise ValueError(f"{weights} does not carry its model config: pass --model NAME")
-    return create_model(model_name, pretrained=weights, num_classes=num_classes)
+    model = create_model(model_name, pretrained=weights, num_classes=num_classes)
+    return model, Preprocessing.from_model_config(model.default_config)
 
 
 @dataclass
 class VideoPredictor:
-    """Averages softmax over ``num_clips`` x ``num_crops`` views of a video (or of a window)."""
+    """Averages softmax over ``num_clips`` x ``num_crops`` views of a video (or of a window).
+
+    ``preprocessing`` None means the model registry's defaults; ``temperature`` turns the
+    averaged probabilities ``p`` into ``softmax(log p / T)``.
+    """
 
     model: nn.Module
     class_names: list[str]
     num_clips: int = 3
     num_crops: int = 3
-    pad: str = "repeat"
     device: str = "cpu"
+    preprocessing: Preprocessing | None = None
+    temperature: float | None = None
 
     def __post_init__(self) -> None:
-        cfg = self.model.default_config
         self.model.eval().to(self.device)
         if torch.device(self.device).type == "cpu":
             torch.set_flush_denormal(True)  # see videocls.engine.distributed.init_distributed
-        self.sampler = ClipSampler(cfg.num_frames, cfg.sampling_rate, pad=self.pad)
-        self.transform = ClipTransform(cfg.crop_size, cfg.crop_size, cfg.crop_size, cfg.mean, cfg.std, train=False)
-        self.alpha = cfg.extra.get("alpha")
+        if self.preprocessing is None:
+            self.preprocessing = Preprocessing.from_model_config(self.model.default_config)
+        self.alpha = self.model.default_config.extra.get("alpha")
         outputs = len(default_class_names(self.model))
         if len(self.class_names) != outputs:
             raise ValueError(f"{len(self.class_names)} class names for a model with {outputs} outputs")
 
+    def describe(self) -> str:
+        """What the predictions are made from, for the user."""
+        temperature = "no temperature" if self.temperature is None else f"temperature {self.temperature:.4f}"
+        return f"views: {self.preprocessing.describe()}; {temperature}"
+
     @torch.no_grad()
     def _probs(self, reader, first: int, last: int) -> torch.Tensor:
         """Mean class probabilities over the views of frames ``[first, last)``."""
+        sampler, transform = self.preprocessing.sampler, self.preprocessing.transform
         views = []
         for clip_idx in range(self.num_clips):
-            indices = first + self.sampler(last - first, reader.fps, False, clip_idx, self.num_clips)
+            indices = first + sampler(last - first, reader.fps, False, clip_idx, self.num_clips)
             frames = reader.get_frames(indices.tolist())
             for crop in range(self.num_crops):
                 spatial = crop if self.num_crops == 3 else 1
-                views.append(self.transform(frames, rng=np.random.default_rng(0), spatial_idx=spatial))
+                views.append(transform(frames, rng=np.random.default_rng(0), spatial_idx=spatial))
         batch = torch.stack(views).to(self.device)
         inputs = [p.to(self.device) for p in _pathways(batch, self.alpha)] if self.alpha else batch
-        return self.model(inputs).softmax(dim=1).mean(dim=0).cpu()
+        probs = self.model(inputs).softmax(dim=1).mean(dim=0).cpu()
+        return apply_temperature(probs, self.temperature) if self.temperature is not None else probs
 
     def _topk(self, probs: torch.Tensor, k: int) -> list[dict]:
         p, i = probs.topk(min(k, probs.numel()))
-        return [{"label": self.class_names[j], "prob": round(float(q), 6)} for q, j in zip(p.tolist(), i.tolist())]
+        return [{"label": self.class_names[j], "prob": round(float(q), 6)}
+                for q, j in zip(p.tolist(), i.tolist())]
 
-    def predict(self, path: str | Path, topk: int = 5, window: float | None = None, stride: float | None = None) -> dict:
-        """``{"video", "topk", "windows"}``; windows hold ``{"start", "end", "topk"}`` in seconds."""
+    def predict(self, path: str | Path, topk: int = 5, window: float | None = None,
+                stride: float | None = None) -> dict:
+        """``{"video", "topk", "windows", "temperature"}``; windows hold ``{"start", "end", "topk"}``
+        in seconds."""
         reader = open_video(path)
         try:
-            result = {"video": str(path), "topk": self._topk(self._probs(reader, 0, len(reader)), topk), "windows": []}
+            result = {"video": str(path), "topk": self._topk(self._probs(reader, 0, len(reader)), topk),
+                      "windows": [], "temperature": self.temperature}
             if window:
                 fps = reader.fps
                 size, step = max(int(round(window * fps)), 1), max(int(round((stride or window) * fps)), 1)
@@ -90,6 +157,30 @@ class VideoPredictor:
         return result
 
 
+def load_predictor(weights: str | Path, model_name: str | None = None, class_names: list[str] | None = None,
+                   num_clips: int = 3, num_crops: int = 3, device: str = "cpu", calibrated: bool = True,
+                   **overrides) -> VideoPredictor:
+    """A predictor for ``weights``: its model, its preprocessing with ``overrides`` (the keyword
+    arguments of :meth:`Preprocessing.override`) on top, and its stored temperature unless
+    ``calibrated`` is False."""
+    num_classes = len(class_names) if class_names else None
+    model, preprocessing = load_model_for_inference(weights, model_name, num_classes)
+    calibration = load_calibration(weights) if calibrated else None
+    return VideoPredictor(model, class_names or default_class_names(model), num_clips, num_crops, device,
+                          preprocessing.override(**overrides),
+                          calibration["temperature"] if calibration else None)
+
+
+def expand_video_paths(paths: list[str]) -> list[str]:
+    """Each folder that holds video files (by extension, at any depth) becomes those files,
+    sorted; other folders stay as they are (a folder of frame images is one video)."""
+    expanded = []
+    for path in paths:
+        found = find_videos(path) if os.path.isdir(path) else []
+        expanded += [os.path.join(path, relative) for relative in found] or [path]
+    return expanded
+
+
 def _pathways(batch: torch.Tensor, alpha: int) -> list[torch.Tensor]:
     per_clip = [pack_pathways(clip, alpha) for clip in batch]
     return [torch.stack([p[0] for p in per_clip]), torch.stack([p[1] for p in per_clip])]
@@ -98,4 +189,3 @@ def _pathways(batch: torch.Tensor, alpha: int) -> list[torch.Tensor]:
 def default_class_names(model: nn.Module) -> list[str]:
     out = dict(model.named_modules())[model.classifier_prefix].out_features
     return [str(i) for i in range(out)]
-

@@ -1,7 +1,8 @@
 """The test protocol and everything it writes: results.json, predictions, per-class, plots.
 
 Used by ``tools/test.py`` on any checkpoint and by the trainer after its last epoch, so the
-numbers of a training run and of a later re-test come from the same code.
+numbers of a training run and of a later re-test come from the same code. ``tools/calibrate.py``
+fits its temperature on the same protocol's video-level predictions.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from omegaconf import DictConfig
 from torch import nn
 
 from videocls.data.datamodule import VideoData
+from videocls.data.dataset import VideoClipDataset
 from videocls.data.loader import build_loader
+from videocls.engine.calibrate import (
+    apply_temperature, fit_video_temperature, load_calibration, save_calibration,
+)
 from videocls.engine.distributed import DistEnv, broadcast_object, init_distributed, shutdown
 from videocls.engine.evaluator import EvalResult, evaluate
 from videocls.engine.logging import RunLogger
@@ -52,9 +57,12 @@ def write_predictions(path: Path, result: EvalResult, probs: torch.Tensor, paths
 
 
 def write_reports(result: EvalResult, aggregation: str, out_dir: Path, paths: list[str],
-                  class_names: list[str]) -> dict:
-    """Per-video predictions, per-class CSV, confusion CSV/PNG and the reliability diagram."""
+                  class_names: list[str], temperature: float | None = None) -> dict:
+    """Per-video predictions, per-class CSV, confusion CSV/PNG and the reliability diagram,
+    all from the temperature-scaled probabilities when ``temperature`` is given."""
     probs = video_probabilities(result, aggregation)
+    if temperature is not None:
+        probs = apply_temperature(probs, temperature)
     write_predictions(out_dir / "predictions.csv", result, probs, paths, class_names)
     matrix = confusion_matrix(probs, result.video_labels, len(class_names))
     write_per_class_csv(metrics_from_confusion(matrix), out_dir / "per_class.csv", class_names)
@@ -83,16 +91,28 @@ def _corrupt_clip(frames: torch.Tensor, rng: np.random.Generator, name: str, sev
     return corrupt(frames, name, severity, rng)
 
 
-def run_test(model: nn.Module, data: VideoData, tc: DictConfig, env: DistEnv, out_dir: str | Path,
-             precision: str = "32", seed: int = 0, logger: RunLogger | None = None, step: int = 0,
-             extra: dict | None = None, title: str = "results") -> dict | None:
-    """Evaluate with the ``test`` protocol, write the outputs on rank 0, return the summary there."""
-    out_dir = Path(out_dir)
-    mean, std = model.default_config.mean, model.default_config.std
-    dataset = data.dataset("val", False, mean, std, tc.num_clips, tc.num_crops, seed=seed)
+def evaluate_protocol(model: nn.Module, data: VideoData, tc: DictConfig, env: DistEnv, precision: str = "32",
+                      seed: int = 0) -> tuple[EvalResult, VideoClipDataset]:
+    """The validation split scored with the ``test`` protocol's views and aggregation (all ranks)."""
+    dataset = data.dataset("val", False, model.default_config.mean, model.default_config.std, tc.num_clips,
+                           tc.num_crops, seed=seed)
     loader = build_loader(dataset, tc.batch_size, data.num_workers, train=False,
                           num_replicas=env.world_size, rank=env.rank)
-    result = evaluate(model, loader, env, tc.aggregation, precision, tc.max_views_per_batch)
+    return evaluate(model, loader, env, tc.aggregation, precision, tc.max_views_per_batch), dataset
+
+
+def run_test(model: nn.Module, data: VideoData, tc: DictConfig, env: DistEnv, out_dir: str | Path,
+             precision: str = "32", seed: int = 0, logger: RunLogger | None = None, step: int = 0,
+             extra: dict | None = None, title: str = "results",
+             calibration: dict | None = None) -> dict | None:
+    """Evaluate with the ``test`` protocol, write the outputs on rank 0, return the summary there.
+
+    ``calibration`` (a record of ``load_calibration``) scales the video probabilities behind
+    predictions.csv, the per-class and confusion files and the ECE; accuracy is unchanged.
+    """
+    out_dir = Path(out_dir)
+    result, dataset = evaluate_protocol(model, data, tc, env, precision, seed)
+    mean, std = model.default_config.mean, model.default_config.std
     robust = robustness(model, data, tc, env, precision, mean, std, seed) if tc.robustness else None
     if not env.is_main:
         return None
@@ -100,8 +120,12 @@ def run_test(model: nn.Module, data: VideoData, tc: DictConfig, env: DistEnv, ou
     class_names = data.class_names()
     summary = result.summary()
     if result.video_labels.ndim == 1:  # single-label: predictions, per-class, confusion, calibration
+        temperature = calibration["temperature"] if calibration is not None else None
         summary["calibration"] = write_reports(result, tc.aggregation, out_dir, [r.path for r in dataset.records],
-                                               class_names)
+                                               class_names, temperature)
+        if calibration is not None:
+            summary["calibration"].update(temperature=temperature, temperature_file=calibration["path"])
+            print(f"applied temperature {temperature:.4f} from {calibration['path']}")
     summary["protocol"] = {"num_clips": tc.num_clips, "num_crops": tc.num_crops, "aggregation": tc.aggregation,
                            "split": "val", "test_short_side": data.test_short_side, "test_crop": data.test_crop}
     summary["skipped_videos"] = len({path for path, _ in result.skipped})
@@ -132,8 +156,36 @@ def evaluate_checkpoint(cfg: DictConfig, out_dir: str | Path) -> dict | None:
         out_dir = broadcast_object(str(out_dir))
         data = instantiate(cfg.data)
         model = instantiate(cfg.model, pretrained=cfg.test.checkpoint).to(env.device)
+        calibration = load_calibration(cfg.test.checkpoint) if env.is_main else None
         return run_test(model, data, cfg.test, env, out_dir, str(cfg.trainer.precision), cfg.trainer.seed,
                         extra={"checkpoint": str(cfg.test.checkpoint)},
-                        title=f"{cfg.model.name} on {Path(data.val_list).name}")
+                        title=f"{cfg.model.name} on {Path(data.val_list).name}", calibration=calibration)
+    finally:
+        shutdown()
+
+
+def calibrate_checkpoint(cfg: DictConfig) -> dict | None:
+    """Fit temperature scaling of ``test.checkpoint`` on the validation split's video-level
+    predictions (the ``test`` protocol's views and aggregation) and store it beside the
+    checkpoint; rank 0 returns the stored record (with its ``path``)."""
+    if not cfg.test.checkpoint:
+        raise ValueError("set test.checkpoint=PATH (the checkpoint to calibrate)")
+    env = init_distributed(cfg.trainer.device)
+    try:
+        data = instantiate(cfg.data)
+        model = instantiate(cfg.model, pretrained=cfg.test.checkpoint).to(env.device)
+        precision, seed = str(cfg.trainer.precision), cfg.trainer.seed
+        result, _ = evaluate_protocol(model, data, cfg.test, env, precision, seed)
+        if not env.is_main:
+            return None
+        if result.video_labels.ndim != 1:
+            raise ValueError(f"{data.val_list}: multi-label data; temperature scaling here is for "
+                             "single-label softmax outputs")
+        record = fit_video_temperature(video_probabilities(result, cfg.test.aggregation), result.video_labels)
+        record.update(level="video", split="val", val_list=str(data.val_list), num_videos=result.num_videos,
+                      skipped_videos=len({path for path, _ in result.skipped}),
+                      protocol={"num_clips": cfg.test.num_clips, "num_crops": cfg.test.num_crops,
+                                "aggregation": cfg.test.aggregation})
+        return {**record, "path": str(save_calibration(cfg.test.checkpoint, record))}
     finally:
         shutdown()

@@ -1,0 +1,43 @@
+"""The predictor makes a videocls checkpoint's views from the run's own data config."""
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from videocls.engine.predictor import load_predictor
+from videocls.models import get_model_config
+
+
+def _model_inputs(predictor, video) -> torch.Tensor:
+    seen = []
+    handle = predictor.model.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    predictor.predict(video)
+    handle.remove()
+    return seen[0]
+
+
+def test_checkpoint_views_come_from_its_data_config(tiny_run):
+    checkpoint = tiny_run / "checkpoints" / "last.pt"
+    cfg = OmegaConf.create(torch.load(checkpoint, weights_only=True)["config"])
+    assert (cfg.data.num_frames, cfg.data.test_crop) == (4, 32)
+    registry = get_model_config(cfg.model.name)
+    assert (registry.num_frames, registry.crop_size) != (4, 32)  # the registry's defaults would differ
+
+    predictor = load_predictor(checkpoint, num_clips=1, num_crops=1)
+    mean, std = registry.mean, registry.std
+    dataset = instantiate(cfg.data).dataset("val", False, mean, std, num_clips=1, num_crops=1)
+    inputs = _model_inputs(predictor, dataset.records[0].path)
+    assert inputs.shape == (1, 3, 4, 32, 32)
+    # Exactly the view the run's own test protocol makes (segment sampling, short side, normalisation).
+    assert torch.equal(inputs[0], dataset[0]["video"])
+
+
+def test_explicit_values_win_over_the_checkpoint(tiny_run, tiny_synthetic):
+    checkpoint = tiny_run / "checkpoints" / "last.pt"
+    predictor = load_predictor(checkpoint, num_clips=2, num_crops=3, num_frames=2, crop_size=24,
+                               short_side=28, sampling_mode="clip", sampling_rate=3)
+    sampler, transform = predictor.preprocessing.sampler, predictor.preprocessing.transform
+    assert (sampler.num_frames, sampler.mode, sampler.sampling_rate) == (2, "clip", 3)
+    assert (transform.min_short_side, transform.max_short_side, transform.crop_size) == (28, 28, 24)
+    inputs = _model_inputs(predictor, tiny_synthetic / "videos" / "val" / "00000.mp4")
+    assert inputs.shape == (6, 3, 2, 24, 24)
