@@ -51,6 +51,13 @@ def test_bf16_autocast_trains_on_cpu(tiny_synthetic, tmp_path):
 def test_fp16_with_grad_scaler_on_gpu(tiny_synthetic, tmp_path):
     summary = fit(compose_config(tiny_overrides(tiny_synthetic, tmp_path, "trainer.precision=16")), tmp_path)
     assert summary["num_videos"] == 10
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    # The scaler took part: its state is saved with a positive scale and a step count of its own.
+    assert state["scaler"]["scale"] > 0 and state["scaler"]["_growth_tracker"] >= 0
+    weights = _weights(tmp_path)
+    assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+    # The weights moved: fp16 steps were not all skipped as overflows.
+    assert state["global_step"] == 5 and state["scaler"]["scale"] >= 2.0**10
 
 
 def test_ema_weights_are_the_decayed_average_of_every_step(tiny_synthetic, tmp_path):
