@@ -61,3 +61,19 @@ def test_flip_is_off_by_default():
     for seed in range(10):
         out = t(ramp, rng=np.random.default_rng(seed))
         assert out[0, 0, 0, 0] < out[0, 0, 0, -1]
+
+
+def test_uint8_resize_is_within_one_level_of_the_float_resize():
+    """The transform resizes uint8 frames; PySlowFast resizes floats. Same geometry, and every
+    value within one uint8 level (rounding) of the float reference computed here."""
+    import torch.nn.functional as F
+
+    frames = torch.randint(0, 256, (4, 90, 160, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    test = ClipTransform(64, 72, 72, (0.0,) * 3, (1.0,) * 3, train=False)
+    out = test(frames, rng=np.random.default_rng(0), spatial_idx=1)  # 3 x T x 64 x 64
+    reference = F.interpolate(frames.permute(0, 3, 1, 2).double() / 255, size=(72, 128), mode="bilinear",
+                              align_corners=False)[..., 4:68, 32:96].permute(1, 0, 2, 3)
+    assert out.shape == reference.shape == (3, 4, 64, 64)
+    assert (out.double() - reference).abs().max() <= 1 / 255 + 1e-6
+    # Rounding and fixed-point weights (~0.33 levels on average); a shifted grid on noise is tens.
+    assert (out.double() - reference).abs().mean() < 0.4 / 255
