@@ -1,0 +1,66 @@
+"""tools/benchmark.py's measurements: what is timed is what is claimed (CPU, small inputs)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from videocls.engine.benchmark import _clips_per_s, benchmark_data, readable_videos, time_training_steps
+
+REAL_VIDEOS = Path(__file__).resolve().parents[3] / "shared" / "real-videos"
+needs_videos = pytest.mark.skipif(not REAL_VIDEOS.is_dir(), reason=f"{REAL_VIDEOS} is missing")
+
+
+def test_training_steps_are_real_sgd_steps():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 2 * 4 * 4, 5))
+    before = [p.detach().clone() for p in model.parameters()]
+    result = time_training_steps("linear", model, torch.randn(6, 3, 2, 4, 4), torch.device("cpu"), steps=3, warmup=1)
+    assert result.name == "linear" and result.clips_per_s > 0 and result.peak_memory_mb is None
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_clip_counting_starts_after_the_warmup_and_stops_at_the_count():
+    batches = iter([[0] * 4] * 100)  # 4 clips a batch
+    assert _clips_per_s(batches, len, num_clips=12, warmup_clips=8) > 0
+    # 2 warm-up batches (8 clips), then exactly 3 timed batches (12 clips): 95 left.
+    assert sum(1 for _ in batches) == 95
+    with pytest.raises(RuntimeError, match="ran out of clips"):
+        _clips_per_s(iter([[0]]), len, num_clips=5, warmup_clips=2)
+
+
+@needs_videos
+def test_readable_videos_leave_out_what_decord_cannot_read():
+    import decord
+
+    kept, left_out = readable_videos(REAL_VIDEOS)
+    names = {Path(p).name for p in kept}
+    assert "MANIFEST.tsv" not in names and "carphone_distorted.mp4" in names
+    assert any(line.startswith("sage-example.wmv: decord cannot read it") for line in left_out)
+    for path in kept:
+        assert decord.VideoReader(path, num_threads=1).get_batch([0]).asnumpy().shape[-1] == 3
+
+
+@needs_videos
+def test_data_benchmark_times_all_three_pipelines():
+    paths = [str(REAL_VIDEOS / "carphone_distorted.mp4"), str(REAL_VIDEOS / "bikes.mp4")]
+    results = benchmark_data(paths, num_frames=4, sampling_rate=2, crop_size=64, num_workers=0, num_clips=4,
+                             warmup_clips=1)
+    assert [r.name for r in results] == ["videocls", "decode-only floor (decord)", "pytorchvideo (PyAV)"]
+    assert all(r.clips_per_s > 0 for r in results)
+
+
+def test_model_benchmark_cli_prints_the_ratio_to_pytorchvideo():
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, str(root / "tools" / "benchmark.py"), "model", "--model", "c2d_r50", "--batch-size", "1",
+         "--steps", "1", "--warmup", "1", "--device", "cpu"],
+        capture_output=True, text=True, timeout=600, check=True,
+    ).stdout
+    assert "videocls c2d_r50" in out and "pytorchvideo c2d_r50" in out
+    ratio = float(out.strip().splitlines()[-1].rsplit(":", 1)[1])
+    assert 0.3 < ratio < 3.0  # the same architecture: equal speed up to noise

@@ -1,0 +1,69 @@
+"""Throughput benchmarks against pytorchvideo (method and numbers: docs/PERFORMANCE.md).
+
+    python tools/benchmark.py model --model i3d_r50 --batch-size 8 --precision bf16 --channels-last
+    python tools/benchmark.py data --workers 1 --frames 8 --rate 8          # ../shared/real-videos
+    python tools/benchmark.py data --videos /data/k400/val --workers 8 --clips 2000
+"""
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from videocls.engine.benchmark import benchmark_data, benchmark_model, readable_videos
+
+DEFAULT_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "real-videos"
+
+
+def _print(results, what: str) -> None:
+    print(f"{what:<28} {'clips/s':>10} {'peak MiB':>10}")
+    for result in results:
+        print(result.row())
+    base = results[0].clips_per_s
+    for other in results[1:]:
+        print(f"ratio {results[0].name} / {other.name}: {base / other.clips_per_s:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    model = sub.add_parser("model", help="forward + backward + SGD step of one model vs pytorchvideo's")
+    model.add_argument("--model", nargs="+", required=True, help="registered model name(s)")
+    model.add_argument("--batch-size", type=int, default=8)
+    model.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    model.add_argument("--precision", choices=["32", "bf16", "16"], default="32")
+    model.add_argument("--channels-last", action="store_true", help="channels_last_3d for both models")
+    model.add_argument("--steps", type=int, default=20)
+    model.add_argument("--warmup", type=int, default=5)
+    model.add_argument("--no-reference", action="store_true", help="skip the pytorchvideo model")
+    data = sub.add_parser("data", help="decode + sample + augment + collate vs pytorchvideo and decode-only")
+    data.add_argument("--videos", type=Path, default=DEFAULT_VIDEOS, help="folder of video files")
+    data.add_argument("--frames", type=int, default=8)
+    data.add_argument("--rate", type=int, default=8, help="sampling rate (8x8: --frames 8 --rate 8)")
+    data.add_argument("--crop", type=int, default=224)
+    data.add_argument("--workers", type=int, default=1)
+    data.add_argument("--clips", type=int, default=200, help="clips timed per pipeline")
+    data.add_argument("--decord-only", action="store_true", help="only files decord serves frame-accurately")
+    data.add_argument("--no-reference", action="store_true", help="skip the pytorchvideo pipeline")
+    args = parser.parse_args()
+
+    if args.what == "model":
+        for name in args.model:
+            results = benchmark_model(name, args.batch_size, args.device, args.steps, args.warmup, args.precision,
+                                      args.channels_last, reference=not args.no_reference)
+            print(f"# {name}: batch {args.batch_size}, precision {args.precision}, device {args.device}"
+                  f"{', channels_last_3d' if args.channels_last else ''}")
+            _print(results, "model")
+        return
+    paths, left_out = readable_videos(args.videos, args.decord_only)
+    for line in left_out:
+        print(f"left out {line}")
+    results = benchmark_data(paths, args.frames, args.rate, args.crop, args.workers, args.clips,
+                             reference=not args.no_reference)
+    print(f"# {len(paths)} files from {args.videos}, {args.frames}x{args.rate} sampling, {args.crop} crops, "
+          f"{args.workers} worker(s), {args.clips} clips each")
+    _print(results, "pipeline")
+
+
+if __name__ == "__main__":
+    main()

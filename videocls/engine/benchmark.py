@@ -1,0 +1,270 @@
+"""Throughput of the training step and of the data pipeline, each against pytorchvideo's.
+
+``benchmark_model`` times forward + backward + SGD step of a registered model and, for the
+ResNet families, of pytorchvideo's hub model of the same architecture on the same input.
+``benchmark_data`` times three loaders over the same files with the same worker count:
+videocls's training pipeline, pytorchvideo's ``LabeledVideoDataset`` (PyAV decoder, same clip
+duration, same transforms) and the decode-only floor (decord fetching the sampled frames).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from videocls.data.annotations import VideoRecord
+from videocls.data.dataset import VideoClipDataset
+from videocls.data.loader import build_loader
+from videocls.data.sampling import ClipSampler
+from videocls.data.transforms import ClipTransform
+from videocls.data.video_io import VideoDecodeError, open_video
+from videocls.models import create_model, get_model_config
+from videocls.models.complexity import example_input
+
+#: pytorchvideo hub builders of the same architecture as our ResNet-family models.
+PYTORCHVIDEO_REFERENCES = {
+    "c2d_r50": "c2d_r50",
+    "i3d_r50": "i3d_r50",
+    "slow_r50": "slow_r50",
+    "slowfast_r50": "slowfast_r50",
+    "slowfast_r101": "slowfast_r101",
+}
+KINETICS_MEAN, KINETICS_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    name: str
+    clips_per_s: float
+    peak_memory_mb: float | None = None  # CUDA only
+
+    def row(self) -> str:
+        memory = f"{self.peak_memory_mb:10.0f}" if self.peak_memory_mb is not None else f"{'-':>10}"
+        return f"{self.name:<28} {self.clips_per_s:10.1f} {memory}"
+
+
+def _to(inputs, device: torch.device, channels_last: bool):
+    if isinstance(inputs, (list, tuple)):
+        return [_to(x, device, channels_last) for x in inputs]
+    inputs = inputs.to(device)
+    return inputs.contiguous(memory_format=torch.channels_last_3d) if channels_last else inputs
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_training_steps(
+    name: str,
+    model: nn.Module,
+    inputs,
+    device: torch.device,
+    steps: int = 20,
+    warmup: int = 5,
+    precision: str = "32",
+    channels_last: bool = False,
+) -> Throughput:
+    """Clips/s of ``steps`` forward + backward + SGD steps after ``warmup`` untimed ones."""
+    model = model.to(device).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    inputs = _to(inputs, device, channels_last)
+    batch = (inputs[0] if isinstance(inputs, list) else inputs).shape[0]
+    target = torch.zeros(batch, dtype=torch.long, device=device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    dtype = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}[precision]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for step in range(warmup + steps):
+        if step == warmup:
+            _sync(device)
+            start = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            # A fresh list each step: pytorchvideo's multi-pathway blocks overwrite their input list.
+            loss = F.cross_entropy(model(list(inputs) if isinstance(inputs, list) else inputs), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    _sync(device)
+    elapsed = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return Throughput(name, steps * batch / elapsed, peak)
+
+
+def pytorchvideo_reference(name: str) -> nn.Module:
+    """pytorchvideo's hub model with the same architecture (random weights, 400 classes)."""
+    from pytorchvideo.models import hub
+
+    return getattr(hub, PYTORCHVIDEO_REFERENCES[name])(pretrained=False)
+
+
+def benchmark_model(
+    name: str,
+    batch_size: int,
+    device: str | torch.device = "cuda",
+    steps: int = 20,
+    warmup: int = 5,
+    precision: str = "32",
+    channels_last: bool = False,
+    reference: bool = True,
+) -> list[Throughput]:
+    """Our model (and pytorchvideo's, where one exists) at the recipe's clip size, 224 crops."""
+    device = torch.device(device)
+    config = get_model_config(name)
+    one = example_input(config, (config.num_frames, config.crop_size, config.crop_size))
+    inputs = [x.repeat(batch_size, 1, 1, 1, 1) for x in one] if isinstance(one, list) else one.repeat(
+        batch_size, 1, 1, 1, 1
+    )
+    results = []
+    torch.manual_seed(0)
+    results.append(
+        time_training_steps(f"videocls {name}", create_model(name), inputs, device, steps, warmup, precision,
+                            channels_last)
+    )
+    if reference and name in PYTORCHVIDEO_REFERENCES:
+        torch.manual_seed(0)
+        results.append(
+            time_training_steps(f"pytorchvideo {name}", pytorchvideo_reference(name), inputs, device, steps,
+                                warmup, precision, channels_last)
+        )
+    return results
+
+
+# --------------------------------------------------------------------------- data
+
+
+class _DecodeOnly(Dataset):
+    """The floor: decord opens the file and fetches the sampled frames; nothing else."""
+
+    def __init__(self, paths: Sequence[str], sampler: ClipSampler, seed: int = 0) -> None:
+        self.paths, self.sampler, self.seed = list(paths), sampler, seed
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        import decord
+
+        reader = decord.VideoReader(self.paths[index], num_threads=1)
+        rng = np.random.default_rng([self.seed, index])
+        indices = self.sampler(len(reader), reader.get_avg_fps(), train=True, rng=rng)
+        return torch.from_numpy(reader.get_batch(indices.tolist()).asnumpy())
+
+
+def readable_videos(folder: str | Path, decord_only: bool = False) -> tuple[list[str], list[str]]:
+    """Files in ``folder`` that both the public reader and decord open (the floor needs decord),
+    and, with ``decord_only``, that decord serves frame-accurately; and the ones left out, why."""
+    import decord
+
+    kept, left_out = [], []
+    for path in sorted(Path(folder).iterdir()):
+        if not path.is_file() or path.suffix.lower() in {".tsv", ".txt", ".md", ".json", ".csv"}:
+            continue
+        try:
+            reader = open_video(path)
+        except VideoDecodeError as error:
+            left_out.append(f"{path.name}: {error}")
+            continue
+        try:
+            decord.VideoReader(str(path), num_threads=1).get_batch([0]).asnumpy()
+        except decord.DECORDError:
+            left_out.append(f"{path.name}: decord cannot read it, so it has no decode-only floor")
+            continue
+        if decord_only and reader.backend != "decord":
+            left_out.append(f"{path.name}: served by PyAV (decord is not frame-accurate on it)")
+            continue
+        kept.append(str(path))
+    return kept, left_out
+
+
+def _clips_per_s(batches: Iterable, count: Callable[[object], int], num_clips: int, warmup_clips: int) -> float:
+    """Clips/s over ``num_clips`` clips, timed after the first ``warmup_clips`` (worker start-up)."""
+    seen, start = 0, None
+    for batch in batches:
+        seen += count(batch)
+        if start is None and seen >= warmup_clips:
+            start, seen = time.perf_counter(), 0
+        elif start is not None and seen >= num_clips:
+            break
+    if start is None or seen == 0:
+        raise RuntimeError("the loader ran out of clips before timing began; raise --epochs or lower --warmup")
+    return seen / (time.perf_counter() - start)
+
+
+def _repeat(make_loader: Callable[[int], Iterable], epochs: int):
+    for epoch in range(epochs):
+        yield from make_loader(epoch)
+
+
+def benchmark_data(
+    paths: Sequence[str],
+    num_frames: int = 8,
+    sampling_rate: int = 8,
+    crop_size: int = 224,
+    num_workers: int = 1,
+    num_clips: int = 200,
+    warmup_clips: int = 10,
+    reference: bool = True,
+    target_fps: float = 30.0,
+) -> list[Throughput]:
+    """Clips/s of the three loaders over ``paths`` (batch 1, ``num_workers`` workers each)."""
+    sampler = ClipSampler(num_frames, sampling_rate)
+    epochs = -(-(num_clips + warmup_clips) // len(paths)) + 1
+    transform = ClipTransform(crop_size, 256, 320, KINETICS_MEAN, KINETICS_STD, train=True)
+    ours = VideoClipDataset([VideoRecord(p, 0) for p in paths], sampler, transform, train=True)
+
+    def our_loader(epoch: int):
+        ours.set_epoch(epoch)
+        return build_loader(ours, 1, num_workers, train=True, seed=epoch)
+
+    floor = _DecodeOnly(paths, sampler)
+    results = [
+        Throughput("videocls", _clips_per_s(_repeat(our_loader, epochs), lambda b: len(b["video"]), num_clips,
+                                            warmup_clips)),
+        Throughput("decode-only floor (decord)", _clips_per_s(
+            _repeat(lambda e: DataLoader(floor, batch_size=1, shuffle=True, num_workers=num_workers), epochs),
+            len, num_clips, warmup_clips)),
+    ]
+    if reference:
+        clip_seconds = num_frames * sampling_rate / target_fps
+        loader = DataLoader(_pytorchvideo_dataset(paths, num_frames, clip_seconds, crop_size), batch_size=1,
+                            num_workers=num_workers)
+        results.append(Throughput("pytorchvideo (PyAV)", _clips_per_s(
+            _repeat(lambda e: loader, epochs), lambda b: len(b["video"]), num_clips, warmup_clips)))
+    return results
+
+
+def _pytorchvideo_dataset(paths: Sequence[str], num_frames: int, clip_seconds: float, crop_size: int):
+    """pytorchvideo's Kinetics training pipeline: random clip, uniform subsample, scale jitter, crop."""
+    import videocls.compat  # noqa: F401  (before any pytorchvideo transform)
+    from pytorchvideo.data import LabeledVideoDataset, make_clip_sampler
+    from pytorchvideo.transforms import ApplyTransformToKey, Normalize, RandomShortSideScale, UniformTemporalSubsample
+    from torchvision.transforms import Compose, Lambda, RandomCrop
+
+    transform = ApplyTransformToKey(
+        "video",
+        Compose([
+            UniformTemporalSubsample(num_frames),
+            Lambda(lambda x: x / 255.0),
+            Normalize(KINETICS_MEAN, KINETICS_STD),
+            RandomShortSideScale(256, 320),
+            RandomCrop(crop_size),
+        ]),
+    )
+    return LabeledVideoDataset(
+        [(p, {"label": 0}) for p in paths],
+        make_clip_sampler("random", clip_seconds),
+        video_sampler=torch.utils.data.RandomSampler,
+        transform=transform,
+        decode_audio=False,
+        decoder="pyav",
+    )
