@@ -26,7 +26,14 @@ $(STAMP): requirements/lock.txt pyproject.toml
 demo: $(STAMP)
 	$(PY) tools/train.py experiment=demo $(ARGS)
 
-test: $(STAMP)
+# The tests also need the I3D reference implementation (JAX); the demo does not.
+TEST_STAMP := $(VENV)/.installed-test
+
+$(TEST_STAMP): $(STAMP) requirements/test-lock.txt
+	$(PY) -m pip install -q --no-compile -r requirements/test-lock.txt -c requirements/lock.txt
+	touch $(TEST_STAMP)
+
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q tests
 
 clean-outputs:
