@@ -31,6 +31,16 @@ def tiny_overrides(data_root: Path, run_dir: Path, *extra: str) -> list[str]:
     ]
 
 
+#: A model without BatchNorm (a one-block, 16-wide TimeSformer): with it, DDP and gradient
+#: accumulation must match a bigger batch exactly. The demo's ResNet-only options are dropped.
+NO_BN_MODEL = [
+    "model=timesformer_base", "+model.img_size=32", "+model.patch_size=16", "+model.num_frames=4",
+    "+model.embed_dim=16", "+model.depth=1", "+model.num_heads=2", "+model.drop_path_rate=0.0",
+    "~model.width", "~model.stage_blocks", "~model.dropout", "~model.zero_init_residual", "~model.stem_pool",
+    "optim=adamw", "optim.base_lr=1e-3",
+]
+
+
 def compose_config(overrides: list[str]):
     """The config tools/train.py would see, without launching Hydra's app."""
     from hydra import compose, initialize_config_dir

@@ -6,32 +6,16 @@ from pathlib import Path
 
 import torch
 
-from helpers import tiny_overrides
+from helpers import NO_BN_MODEL, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 
-# A transformer has no BatchNorm, so per-rank batches must give exactly the global batch's update.
-NO_BN_MODEL = [
-    "model=timesformer_base",
-    "+model.img_size=32",
-    "+model.patch_size=16",
-    "+model.num_frames=4",
-    "+model.embed_dim=16",
-    "+model.depth=1",
-    "+model.num_heads=2",
-    "+model.drop_path_rate=0.0",
-    "~model.width",
-    "~model.stage_blocks",
-    "~model.dropout",
-    "optim=adamw",
-    "optim.base_lr=1e-3",
-    "trainer.deterministic=true",
-]
+NO_BN = [*NO_BN_MODEL, "trainer.deterministic=true"]
 
 
 def _train(cmd: list[str], run_dir: Path, data_root: Path, *extra: str) -> dict:
     proc = subprocess.run(
-        [*cmd, str(REPO / "tools" / "train.py"), *tiny_overrides(data_root, run_dir, *NO_BN_MODEL, *extra)],
+        [*cmd, str(REPO / "tools" / "train.py"), *tiny_overrides(data_root, run_dir, *NO_BN, *extra)],
         capture_output=True, text=True, cwd=REPO, timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]

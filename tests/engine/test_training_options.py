@@ -12,16 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import compose_config, tiny_overrides
+from helpers import NO_BN_MODEL, compose_config, tiny_overrides
 from videocls import create_model
 from videocls.engine.distributed import DistEnv
 from videocls.engine.trainer import Trainer, fit, recompute_bn_stats
 
 REPO = Path(__file__).resolve().parents[2]
-NO_BN = ["model=timesformer_base", "+model.img_size=32", "+model.patch_size=16", "+model.num_frames=4",
-         "+model.embed_dim=16", "+model.depth=1", "+model.num_heads=2", "+model.drop_path_rate=0.0",
-         "~model.width", "~model.stage_blocks", "~model.dropout", "optim=adamw", "optim.base_lr=1e-3",
-         "test.num_clips=1"]
+NO_BN = [*NO_BN_MODEL, "test.num_clips=1"]
 
 
 def _weights(run_dir: Path) -> dict:

@@ -187,3 +187,16 @@ def test_zero_init_residual_opens_or_shuts_every_residual_branch(name):
         assert shut.res2[0].conv_a.weight.grad.abs().max() == 0
         open_(clip).sum().backward()
         assert open_.res2[0].conv_a.weight.grad.abs().max() > 0
+
+
+@pytest.mark.parametrize("name", ["i3d_r50", "slowfast_r50"])
+def test_stem_pool_off_doubles_the_feature_map(name):
+    extra = {"beta_inv": 4} if name == "slowfast_r50" else {}
+    clip = torch.randn(1, 3, 8, 64, 64)
+    inputs = [clip[:, :, ::4], clip] if name == "slowfast_r50" else clip
+    pooled, unpooled = _tiny(name, **extra).eval(), _tiny(name, stem_pool=False, **extra).eval()
+    assert sum(p.numel() for p in pooled.parameters()) == sum(p.numel() for p in unpooled.parameters())
+    with torch.no_grad():
+        a, b = pooled.forward_features(inputs), unpooled.forward_features(inputs)
+    for x, y in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+        assert x.shape[-2:] == (2, 2) and y.shape[-2:] == (4, 4)

@@ -47,6 +47,7 @@ class SlowFast(nn.Module):
     ``width`` is the Slow stem width (64); the Fast pathway has ``width // beta_inv``. Each
     lateral is a ``fusion_kernel`` x 1 x 1 conv with temporal stride ``alpha`` from C Fast
     channels to ``fusion_channel_ratio`` * C. ``zero_init_residual``: see ``init_resnet_weights``.
+    ``stem_pool=False`` drops both stems' max-pool, as in ``ResNet3d``.
     """
 
     classifier_prefix = "head.proj"
@@ -64,6 +65,7 @@ class SlowFast(nn.Module):
         dropout: float = 0.5,
         in_channels: int = 3,
         zero_init_residual: bool = True,
+        stem_pool: bool = True,
     ) -> None:
         super().__init__()
         if width % beta_inv:
@@ -76,9 +78,9 @@ class SlowFast(nn.Module):
 
         slow_stages = make_res_stages(width, stage_blocks, _SLOW_KERNELS, lateral_channels)
         fast_stages = make_res_stages(fast_width, stage_blocks, _FAST_KERNELS)
-        self.slow = nn.ModuleDict({"stem": ResNetStem3d(in_channels, width, temporal_kernel=1)})
+        self.slow = nn.ModuleDict({"stem": ResNetStem3d(in_channels, width, 1, stem_pool)})
         self.slow.update(zip(STAGE_NAMES, slow_stages))
-        self.fast = nn.ModuleDict({"stem": ResNetStem3d(in_channels, fast_width, temporal_kernel=5)})
+        self.fast = nn.ModuleDict({"stem": ResNetStem3d(in_channels, fast_width, 5, stem_pool)})
         self.fast.update(zip(STAGE_NAMES, fast_stages))
         self.lateral = nn.ModuleDict(
             {
