@@ -153,8 +153,12 @@ def _wandb_records(run_file: Path) -> tuple[dict, list[dict]]:
         record = wandb_internal_pb2.Record()
         record.ParseFromString(data)
         kind = record.WhichOneof("record_type")
+        # The config comes with the run record or, when W&B sends it after start-up, in
+        # config records of its own (seen both ways from one code path).
         if kind == "run":
             config.update({item.key: json.loads(item.value_json) for item in record.run.config.update})
+        elif kind == "config":
+            config.update({item.key: json.loads(item.value_json) for item in record.config.update})
         elif kind == "history":
             history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
     return config, history
