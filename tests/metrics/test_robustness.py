@@ -8,16 +8,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from videocls.metrics.robustness import (
+from videocls.data.corruptions import (
     CORRUPTIONS,
     DEFOCUS_BLUR,
     JITTER_MAX_OFFSET,
     JPEG_QUALITY,
     NOISE_STD,
     corrupt,
-    robustness_summary,
-    robustness_table,
 )
+from videocls.metrics.robustness import robustness_summary, robustness_table
 
 
 def _textured_clip(num_frames: int = 2, size: int = 48, seed: int = 0) -> torch.Tensor:

@@ -30,7 +30,8 @@ from videocls.engine.report import format_results, write_results
 from videocls.metrics.calibration import expected_calibration_error
 from videocls.metrics.per_class import confusion_matrix, metrics_from_confusion, write_confusion_csv, write_per_class_csv
 from videocls.metrics.plots import plot_confusion_matrix, plot_reliability_diagram
-from videocls.metrics.robustness import CORRUPTIONS, SEVERITIES, corrupt, robustness_summary, robustness_table
+from videocls.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from videocls.metrics.robustness import robustness_summary, robustness_table
 
 MAX_CLASSES_TO_PLOT = 100
 
