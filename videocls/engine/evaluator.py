@@ -7,7 +7,6 @@ with one process or many, however the views divide by the world size.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from videocls.engine.amp import autocast  # noqa: F401  (re-exported: callers import it from here)
 from videocls.engine.distributed import DistEnv, all_gather_objects
 from videocls.metrics.classification import Aggregation, aggregate_views, mean_class_accuracy, topk_accuracy
 from videocls.metrics.multilabel import mean_average_precision
@@ -41,14 +41,6 @@ def to_device(video, device: torch.device, channels_last: bool = False):
         return [to_device(v, device, channels_last) for v in video]
     video = video.to(device, non_blocking=True)
     return video.contiguous(memory_format=torch.channels_last_3d) if channels_last else video
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 / fp16 autocast context for ``trainer.precision``; ``32`` is full precision."""
-    if str(precision) == "32":
-        return nullcontext()
-    dtype = {"bf16": torch.bfloat16, "16": torch.float16}[str(precision)]
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _batch_size(video) -> int:
