@@ -264,17 +264,11 @@ def test_disk_cache_is_compacted_when_mostly_stale(tmp_path, monkeypatch):
     monkeypatch.setenv("VIDEOCLS_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(video_io, "_probes", {})
     path = str((REAL_VIDEOS / "g1.avi").resolve())
-    stale = {
-        "v": video_io._PROBE_VERSION,
-        "path": path,
-        "size": 1,
-        "num_frames": 1,
-        "fps": 1.0,
-        "duration": 1.0,
-    }
-    stale.update(height=1, width=1, decord_failure=None, pyav_seekable=True)
+    key = video_io._file_key(path)
+    stale = video_io._Probe(num_frames=1, fps=1.0, duration=1.0, height=1, width=1, decord_failure=None,
+                            pyav_seekable=True)
     cache = tmp_path / "decord_probe.jsonl"
-    cache.write_text("".join(json.dumps({**stale, "mtime_ns": t}) + "\n" for t in range(1100)))
+    cache.write_text("".join(video_io._record_line((*key[:2], t, *key[3:]), stale) for t in range(1100)))
     assert len(open_video(path)) == 16  # stale records are not trusted: probed again
     records = [json.loads(line) for line in cache.read_text().splitlines()]
     assert len(records) == 1 and records[0]["num_frames"] == 16
