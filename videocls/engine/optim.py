@@ -1,37 +1,83 @@
-"""Optimisers with PySlowFast's linear LR scaling and per-iteration warm-up schedules."""
+"""Optimisers with linear LR scaling, per-recipe weight-decay groups and per-iteration schedules.
+
+The schedules are PySlowFast's ``lr_policy.py`` evaluated at fractional epochs, as its training
+loop does (``cur_epoch + cur_iter / iters_per_epoch`` before every iteration), so a recipe that
+follows PySlowFast or TimeSformer gets the official learning rate at every optimiser step:
+
+- ``cosine``: ``end + (peak - end) * (1 + cos(pi * e / E)) / 2`` over all ``E = max_epochs``
+  epochs (PySlowFast's default, ``COSINE_AFTER_WARMUP=False``), or over ``E - W`` epochs
+  starting at the end of warm-up (``cosine_after_warmup=true``: the timm-like restart).
+- ``steps``: ``peak * relative_lrs[i]`` (PySlowFast's ``steps_with_relative_lrs``) or
+  ``peak * gamma ** i`` after the ``i``-th milestone.
+- warm-up (both): linear from ``warmup_start_factor * peak`` at epoch 0 to the main schedule's
+  own value at epoch ``W = warmup_epochs`` (not to the peak: with the PySlowFast cosine it ends
+  at ``cosine(W)``).
+
+Differences from PySlowFast in how values are given, not in the numbers: the warm-up start and
+cosine end are fractions of the peak LR (``WARMUP_START_LR = 0.01`` at ``BASE_LR = 0.1`` is
+``warmup_start_factor = 0.1``), so they follow the peak when linear scaling changes it.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+_EMBED_NAMES = ("pos_embed", "time_embed", "cls_token")
+
+#: What ``optim.no_decay`` may list. Everything not listed is decayed with ``weight_decay``.
+NO_DECAY_KINDS = {
+    "bn": "BatchNorm weights and biases (PySlowFast: BN.WEIGHT_DECAY = 0)",
+    "norm": "weights and biases of every BatchNorm, LayerNorm and GroupNorm",
+    "bias": "every bias",
+    "embed": "pos_embed, time_embed and cls_token (by name, as timm and TimeSformer's no_weight_decay)",
+    "1d": "every parameter with one dimension (PySlowFast: SOLVER.ZERO_WD_1D_PARAM)",
+}
 
 
-def param_groups(model: nn.Module, weight_decay: float, decay_norm_bias_embed: bool) -> list[dict]:
-    """Split parameters so norms, biases and embeddings get no weight decay (unless asked).
+def _check_no_decay(no_decay: Iterable[str]) -> set[str]:
+    kinds = set(no_decay)
+    unknown = kinds - set(NO_DECAY_KINDS)
+    if unknown:
+        known = "; ".join(f"{k}: {v}" for k, v in NO_DECAY_KINDS.items())
+        raise ValueError(f"optim.no_decay: unknown entries {sorted(unknown)}; known are {known}")
+    return kinds
 
-    Embeddings are recognised by name (``pos_embed``, ``time_embed``, ``cls_token``), as in
-    the official TimeSformer and timm.
+
+def _skips_decay(module: nn.Module, name: str, full_name: str, param: torch.Tensor, kinds: set[str]) -> bool:
+    return (
+        ("bn" in kinds and isinstance(module, nn.modules.batchnorm._BatchNorm))
+        or ("norm" in kinds and isinstance(module, _NORM_TYPES))
+        or ("bias" in kinds and name == "bias")
+        or ("embed" in kinds and any(key in full_name for key in _EMBED_NAMES))
+        or ("1d" in kinds and param.ndim == 1)
+    )
+
+
+def param_groups(model: nn.Module, weight_decay: float, no_decay: Iterable[str] = ("norm", "bias", "embed")) -> list[dict]:
+    """Split trainable parameters into a decayed group and (when not empty) one without decay.
+
+    ``no_decay`` lists the kinds of parameters that get no weight decay (``NO_DECAY_KINDS``):
+    ``[bn]`` is PySlowFast's split (BatchNorm parameters undecayed, every other parameter,
+    the classifier bias included, decayed); ``[]`` is the official TimeSformer's (every
+    parameter decayed: its optimizer only exempts names containing "bn", and the model's
+    ``no_weight_decay`` set is never read); ``[norm, bias, embed]`` is timm's usual split.
     """
-    decay, no_decay = [], []
+    kinds = _check_no_decay(no_decay)
+    decay, skip = [], []
     for module_name, module in model.named_modules():
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:
                 continue
             full = f"{module_name}.{name}" if module_name else name
-            is_special = (
-                isinstance(module, _NORM_TYPES)
-                or name == "bias"
-                or any(key in full for key in ("pos_embed", "time_embed", "cls_token"))
-            )
-            (no_decay if is_special and not decay_norm_bias_embed else decay).append(param)
+            (skip if _skips_decay(module, name, full, param, kinds) else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
+    if skip:
+        groups.append({"params": skip, "weight_decay": 0.0})
     return groups
 
 
@@ -43,6 +89,7 @@ def scaled_lr(base_lr: float, global_batch_size: int, base_batch_size: int | Non
 def build_optimizer(
     model: nn.Module,
     global_batch_size: int,
+    *,
     name: str = "sgd",
     base_lr: float = 0.1,
     base_batch_size: int | None = None,
@@ -50,56 +97,109 @@ def build_optimizer(
     momentum: float = 0.9,
     nesterov: bool = True,
     betas: Sequence[float] = (0.9, 0.999),
-    decay_norm_bias_embed: bool = False,
+    no_decay: Sequence[str] = ("norm", "bias", "embed"),
 ) -> torch.optim.Optimizer:
+    """SGD (PySlowFast: momentum, nesterov, dampening 0) or AdamW at the linearly scaled LR.
+
+    ``global_batch_size`` is what one optimiser step sees: per-device batch x devices x
+    gradient accumulation.
+    """
     lr = scaled_lr(base_lr, global_batch_size, base_batch_size)
-    groups = param_groups(model, weight_decay, decay_norm_bias_embed)
+    groups = param_groups(model, weight_decay, no_decay)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
-    raise ValueError(f"unknown optimizer {name!r}; use sgd or adamw")
+    raise ValueError(f"optim.name: unknown optimizer {name!r}; use sgd or adamw")
 
 
-def lr_factor(
-    step: int,
-    total_steps: int,
-    warmup_steps: int,
+def lr_factor_at_epoch(
+    epoch: float,
+    max_epochs: float,
+    *,
     name: str = "cosine",
+    warmup_epochs: float = 0.0,
     warmup_start_factor: float = 0.01,
     min_factor: float = 0.0,
-    milestones: Sequence[int] = (),
+    cosine_after_warmup: bool = False,
+    milestones: Sequence[float] = (),
     gamma: float = 0.1,
+    relative_lrs: Sequence[float] | None = None,
 ) -> float:
-    """Multiplier of the peak LR at optimiser step ``step``: linear warm-up, then cosine or steps."""
-    if step < warmup_steps:
-        return warmup_start_factor + (1.0 - warmup_start_factor) * step / warmup_steps
-    if name == "cosine":
-        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
-        return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    if name == "steps":
-        return gamma ** sum(step >= m for m in milestones)
-    if name == "constant":
-        return 1.0
-    raise ValueError(f"unknown schedule {name!r}; use cosine, steps or constant")
+    """Multiplier of the peak LR at fractional ``epoch`` (PySlowFast's ``get_lr_at_epoch``)."""
+
+    def main(e: float) -> float:
+        if name == "cosine":
+            offset = warmup_epochs if cosine_after_warmup else 0.0
+            progress = min((e - offset) / (max_epochs - offset), 1.0)
+            return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        if name == "steps":
+            index = sum(e >= m for m in milestones)
+            return relative_lrs[index] if relative_lrs is not None else gamma**index
+        if name == "constant":
+            return 1.0
+        raise ValueError(f"schedule.name: unknown schedule {name!r}; use cosine, steps or constant")
+
+    if epoch < warmup_epochs:
+        end = main(warmup_epochs)
+        return warmup_start_factor + (end - warmup_start_factor) * epoch / warmup_epochs
+    return main(epoch)
+
+
+def _check_schedule(max_epochs, warmup_epochs, min_factor, cosine_after_warmup, milestones, relative_lrs) -> None:
+    if not 0 <= warmup_epochs <= max_epochs:
+        raise ValueError(f"schedule.warmup_epochs={warmup_epochs} must be in [0, trainer.max_epochs={max_epochs}]")
+    if cosine_after_warmup and warmup_epochs >= max_epochs:
+        raise ValueError("schedule.cosine_after_warmup=true needs schedule.warmup_epochs < trainer.max_epochs")
+    if not 0 <= min_factor < 1:  # PySlowFast asserts COSINE_END_LR < BASE_LR
+        raise ValueError(f"schedule.min_factor={min_factor} must be in [0, 1): the cosine ends below its peak")
+    if list(milestones) != sorted(milestones):
+        raise ValueError(f"schedule.milestones={list(milestones)} must be increasing epochs")
+    if relative_lrs is not None and len(relative_lrs) != len(milestones) + 1:
+        raise ValueError(
+            f"schedule.relative_lrs has {len(relative_lrs)} values for {len(milestones)} milestones; "
+            f"it needs one before the first milestone and one after each ({len(milestones) + 1})"
+        )
 
 
 def build_scheduler(
     optimizer: torch.optim.Optimizer,
     steps_per_epoch: int,
     max_epochs: int,
+    *,
     name: str = "cosine",
     warmup_epochs: float = 0.0,
     warmup_start_factor: float = 0.01,
     min_factor: float = 0.0,
+    cosine_after_warmup: bool = False,
     milestones: Sequence[float] = (),
     gamma: float = 0.1,
+    relative_lrs: Sequence[float] | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-iteration schedule; epochs in the config are converted to optimiser steps here."""
-    total = steps_per_epoch * max_epochs
-    warmup = int(round(warmup_epochs * steps_per_epoch))
-    step_milestones = [int(round(m * steps_per_epoch)) for m in milestones]
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_factor(step, total, warmup, name, warmup_start_factor, min_factor, step_milestones, gamma),
-    )
+    """Per-iteration schedule: optimiser step ``s`` runs at ``lr_factor_at_epoch(s / steps_per_epoch)``.
+
+    This is PySlowFast's ``get_epoch_lr(cur_epoch + cur_iter / len(loader))`` with one
+    optimiser step per iteration. Milestones and warm-up are in epochs and may be fractional.
+    """
+    milestones = [float(m) for m in milestones]
+    relative_lrs = None if relative_lrs is None else [float(v) for v in relative_lrs]
+    _check_schedule(max_epochs, warmup_epochs, min_factor, cosine_after_warmup, milestones, relative_lrs)
+    if steps_per_epoch <= 0:
+        raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}")
+
+    def factor(step: int) -> float:
+        return lr_factor_at_epoch(
+            step / steps_per_epoch,
+            max_epochs,
+            name=name,
+            warmup_epochs=warmup_epochs,
+            warmup_start_factor=warmup_start_factor,
+            min_factor=min_factor,
+            cosine_after_warmup=cosine_after_warmup,
+            milestones=milestones,
+            gamma=gamma,
+            relative_lrs=relative_lrs,
+        )
+
+    factor(0)  # an unknown schedule name fails here, before the first step
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
