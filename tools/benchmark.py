@@ -3,6 +3,13 @@
     python tools/benchmark.py model --model i3d_r50 --batch-size 8 --precision bf16 --channels-last
     python tools/benchmark.py data --workers 1 --frames 8 --rate 8          # ../shared/real-videos
     python tools/benchmark.py data --videos /data/k400/val --workers 8 --clips 2000
+    python tools/benchmark.py pipeline data=kinetics400 data.root=/data/k400 model=i3d_r50 \
+        data.num_workers=8 trainer.precision=bf16 --steps 50
+
+`pipeline` runs real training steps of the composed config (any tools/train.py overrides),
+fed first by its loader and then by the same batches held in memory, and prints both clips/s,
+their ratio and the fraction of time spent waiting for data: size data.num_workers (and the
+cores per GPU) until the ratio is near 1 before booking a cluster.
 """
 
 import argparse
@@ -10,9 +17,10 @@ from pathlib import Path
 
 import torch
 
-from videocls.engine.benchmark import benchmark_data, benchmark_model, readable_videos
+from videocls.engine.benchmark import benchmark_data, benchmark_model, benchmark_pipeline, readable_videos
 
 DEFAULT_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "real-videos"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _print(results, what: str) -> None:
@@ -45,7 +53,23 @@ def main() -> None:
     data.add_argument("--clips", type=int, default=200, help="clips timed per pipeline")
     data.add_argument("--decord-only", action="store_true", help="only files decord serves frame-accurately")
     data.add_argument("--no-reference", action="store_true", help="skip the pytorchvideo pipeline")
+    pipeline = sub.add_parser("pipeline", help="training steps fed by the loader vs by batches in memory")
+    pipeline.add_argument("overrides", nargs="*", help="tools/train.py overrides (model=..., data.num_workers=...)")
+    pipeline.add_argument("--steps", type=int, default=20)
+    pipeline.add_argument("--warmup", type=int, default=3)
+    pipeline.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+
+    if args.what == "pipeline":
+        from hydra import compose, initialize_config_dir
+
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+            cfg = compose("train", overrides=args.overrides)
+        result = benchmark_pipeline(cfg, steps=args.steps, warmup=args.warmup, device=args.device)
+        print(f"# {cfg.model.name}, batch {cfg.data.batch_size}, {cfg.data.num_workers} worker(s), "
+              f"{args.steps} timed steps, device {args.device}")
+        print(result.report())
+        return
 
     if args.what == "model":
         for name in args.model:

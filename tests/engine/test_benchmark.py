@@ -64,3 +64,36 @@ def test_model_benchmark_cli_prints_the_ratio_to_pytorchvideo():
     assert "videocls c2d_r50" in out and "pytorchvideo c2d_r50" in out
     ratio = float(out.strip().splitlines()[-1].rsplit(":", 1)[1])
     assert 0.3 < ratio < 3.0  # the same architecture: equal speed up to noise
+
+
+def test_timed_steps_count_only_the_timed_batches_and_their_waits():
+    import time
+
+    from videocls.engine.benchmark import _timed_steps
+
+    def slow_batches():
+        for _ in range(10):
+            time.sleep(0.02)  # a loader that makes the step wait
+            yield {"label": torch.zeros(3)}
+
+    seen = []
+    clips, seconds, waited = _timed_steps(seen.append, slow_batches(), steps=4, warmup=2)
+    assert len(seen) == 6 and clips == 12
+    assert 4 * 0.02 <= waited <= seconds
+    clips, seconds, waited = _timed_steps(lambda b: time.sleep(0.02), [{"label": torch.zeros(2)}] * 6, 4, 2)
+    assert clips == 8 and waited < 0.2 * seconds  # batches in memory: the wait is only list iteration
+    with pytest.raises(RuntimeError, match="fewer than the 6"):
+        _timed_steps(seen.append, [{"label": torch.zeros(1)}] * 3, steps=4, warmup=2)
+
+
+def test_pipeline_benchmark_runs_real_steps_on_the_demo_config(tiny_synthetic):
+    from helpers import compose_config, tiny_overrides
+
+    from videocls.engine.benchmark import benchmark_pipeline
+
+    cfg = compose_config(tiny_overrides(tiny_synthetic, Path("unused")))
+    result = benchmark_pipeline(cfg, steps=2, warmup=1)
+    assert result.steps == 2 and result.clips_per_step == cfg.data.batch_size
+    assert result.loader_clips_per_s > 0 and result.preloaded_clips_per_s > 0
+    assert 0.0 <= result.data_wait_frac < 1.0
+    assert result.fed_ratio == pytest.approx(result.loader_clips_per_s / result.preloaded_clips_per_s)

@@ -5,6 +5,9 @@ ResNet families, of pytorchvideo's hub model of the same architecture on the sam
 ``benchmark_data`` times three loaders over the same files with the same worker count:
 videocls's training pipeline, pytorchvideo's ``LabeledVideoDataset`` (PyAV decoder, same clip
 duration, same transforms) and the decode-only floor (decord fetching the sampled frames).
+``benchmark_pipeline`` runs real training steps of a composed config twice, fed by the real
+loader and by the same batches held in memory: the gap is the data stall, what more workers
+(or cores) would buy.
 """
 
 from __future__ import annotations
@@ -29,14 +32,8 @@ from videocls.data.video_io import VideoDecodeError, open_video
 from videocls.models import create_model, get_model_config
 from videocls.models.complexity import example_input
 
-#: pytorchvideo hub builders of the same architecture as our ResNet-family models.
-PYTORCHVIDEO_REFERENCES = {
-    "c2d_r50": "c2d_r50",
-    "i3d_r50": "i3d_r50",
-    "slow_r50": "slow_r50",
-    "slowfast_r50": "slowfast_r50",
-    "slowfast_r101": "slowfast_r101",
-}
+#: Models whose pytorchvideo hub builder (same name) has the same architecture.
+PYTORCHVIDEO_REFERENCES = frozenset({"c2d_r50", "i3d_r50", "slow_r50", "slowfast_r50", "slowfast_r101"})
 KINETICS_MEAN, KINETICS_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
 
 
@@ -104,7 +101,7 @@ def pytorchvideo_reference(name: str) -> nn.Module:
     """pytorchvideo's hub model with the same architecture (random weights, 400 classes)."""
     from pytorchvideo.models import hub
 
-    return getattr(hub, PYTORCHVIDEO_REFERENCES[name])(pretrained=False)
+    return getattr(hub, name)(pretrained=False)
 
 
 def benchmark_model(
@@ -196,7 +193,7 @@ def _clips_per_s(batches: Iterable, count: Callable[[object], int], num_clips: i
         elif start is not None and seen >= num_clips:
             break
     if start is None or seen == 0:
-        raise RuntimeError("the loader ran out of clips before timing began; raise --epochs or lower --warmup")
+        raise RuntimeError("the loader ran out of clips before timing began; raise --clips or add videos")
     return seen / (time.perf_counter() - start)
 
 
@@ -268,3 +265,88 @@ def _pytorchvideo_dataset(paths: Sequence[str], num_frames: int, clip_seconds: f
         decode_audio=False,
         decoder="pyav",
     )
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """Training steps fed by the real loader against the same batches already in memory."""
+
+    steps: int
+    clips_per_step: int
+    loader_clips_per_s: float
+    preloaded_clips_per_s: float
+    data_wait_frac: float  # share of the loader run's wall time spent waiting for a batch
+
+    @property
+    def fed_ratio(self) -> float:
+        """Loader-fed speed over pre-loaded speed: 1.0 means the data pipeline never stalls."""
+        return self.loader_clips_per_s / self.preloaded_clips_per_s
+
+    def report(self) -> str:
+        return "\n".join([
+            f"{'training steps fed by':<28} {'clips/s':>10}",
+            f"{'the loader':<28} {self.loader_clips_per_s:10.2f}",
+            f"{'batches in memory':<28} {self.preloaded_clips_per_s:10.2f}",
+            f"ratio loader / in memory: {self.fed_ratio:.2f}",
+            f"data wait fraction: {self.data_wait_frac:.2f}",
+        ])
+
+
+def _timed_steps(step: Callable[[dict], None], batches: Iterable[dict], steps: int, warmup: int):
+    """Run ``warmup + steps`` steps; return (clips, seconds, seconds waiting for batches) of the timed ones."""
+    clips, waited, start = 0, 0.0, None
+    iterator = iter(batches)
+    for index in range(warmup + steps):
+        if index == warmup:
+            start = time.perf_counter()
+        before = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            raise RuntimeError(f"the loader gave {index} batches, fewer than the {warmup + steps} asked for; "
+                               "lower --steps or use more videos") from None
+        if start is not None:
+            waited += time.perf_counter() - before
+            clips += len(batch["label"])
+        step(batch)
+    return clips, time.perf_counter() - start, waited
+
+
+def benchmark_pipeline(cfg, *, steps: int = 20, warmup: int = 3, device: str = "cpu") -> PipelineResult:
+    """Real training steps (forward, loss, backward, optimiser step) of ``cfg``'s model on its
+    training split, first fed by its own loader (``data.num_workers`` workers), then by the same
+    batches pre-loaded; ``cfg`` is a composed ``configs/train.yaml``, as ``tools/train.py`` sees it."""
+    from hydra.utils import instantiate
+
+    from videocls.engine.evaluator import autocast, to_device
+
+    torch.manual_seed(0)
+    device = torch.device(device)
+    data = instantiate(cfg.data)
+    data.prepare()
+    model = instantiate(cfg.model).to(device).train()
+    config = model.default_config
+    dataset = data.dataset("train", train=True, mean=config.mean, std=config.std, seed=0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    precision = str(cfg.trainer.precision)
+
+    def step(batch: dict) -> None:
+        with autocast(device, precision):
+            loss = F.cross_entropy(model(to_device(batch["video"], device)), batch["label"].to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def loader():
+        """Epoch after epoch, so a small training split still gives every step a batch."""
+        for epoch in range(warmup + steps):
+            dataset.set_epoch(epoch)
+            yield from build_loader(dataset, data.batch_size, data.num_workers, train=True, seed=epoch)
+
+    clips, seconds, waited = _timed_steps(step, loader(), steps, warmup)
+    in_memory = [batch for _, batch in zip(range(warmup + steps), loader())]
+    clips_mem, seconds_mem, _ = _timed_steps(step, in_memory, steps, warmup)
+    return PipelineResult(steps, clips // steps, clips / seconds, clips_mem / seconds_mem, waited / seconds)
