@@ -5,9 +5,14 @@
 
 Each video is opened with the dataset's own reader and probed in a worker process with a
 time limit; statuses (ok / unreadable / partial) are defined in ``videocls.data.validate``.
-``--clean`` writes the annotation file with only the ok videos, other lines byte for byte.
-Prints "N videos: K ok, U unreadable, P partial"; exits 0 once it has run, whatever it
-found, and 2 when it cannot run (a missing or malformed annotation file).
+A partial video that lost at most max(--max-lost-frames, --max-lost-fraction x its frames)
+frames (default: 2 frames or 1%) is kept: the reader serves the frames that decode.
+``--clean`` writes the annotation file with the ok and kept videos, other lines byte for
+byte; the report gives each video's status, lost frames and whether it is kept.
+Prints "N videos: K ok, U unreadable, P partial (Q kept, R dropped)"; exits 0 once it has
+run, whatever it found, and 2 when it cannot run (a missing or malformed annotation file,
+or a --report/--clean path that is the input or cannot be written: refused before any
+video is checked).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import os
 import sys
 
 from videocls.data.annotations import FORMATS, AnnotationError
-from videocls.data.validate import summarize, validate_dataset
+from videocls.data.validate import MAX_LOST_FRACTION, MAX_LOST_FRAMES, summarize, validate_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", help="class list: one name a line, or SSv2's labels.json")
     parser.add_argument("--file-template", help="path template of the kinetics_csv and ssv2 formats")
     parser.add_argument("--report", help="write a JSON report here")
-    parser.add_argument("--clean", help="write the annotation file with only the ok videos here")
+    parser.add_argument("--clean", help="write the annotation file with only the kept videos here")
+    parser.add_argument("--max-lost-frames", type=int, default=MAX_LOST_FRAMES,
+                        help="a partial video losing at most this many frames is kept "
+                        f"(default: {MAX_LOST_FRAMES})")
+    parser.add_argument("--max-lost-fraction", type=float, default=MAX_LOST_FRACTION,
+                        help="... or at most this fraction of its frames, whichever allows more "
+                        f"(default: {MAX_LOST_FRACTION})")
     parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per video (default: 60)")
     args = parser.parse_args(argv)
@@ -47,15 +58,21 @@ def main(argv: list[str] | None = None) -> int:
             report=args.report,
             clean=args.clean,
             progress=sys.stderr.isatty(),
+            max_lost_frames=args.max_lost_frames,
+            max_lost_fraction=args.max_lost_fraction,
             **format_kwargs,
         )
-    except (AnnotationError, ValueError) as error:
+    except (AnnotationError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    for record, check in results:
+    for record, check, kept in results:
         if check.status != "ok":
-            print(f"{check.status:>10}  {record.path}: {check.reason}")
-    print(summarize([check for _, check in results]))
+            lost = "?" if check.lost_frames is None else check.lost_frames
+            verdict = f"kept, {lost} frame(s) lost" if kept else f"dropped, {lost} frame(s) lost"
+            if check.status == "unreadable":
+                verdict = "dropped"
+            print(f"{check.status:>10}  {record.path}: {check.reason} ({verdict})")
+    print(summarize([check for _, check, _ in results], [kept for _, _, kept in results]))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""tools/validate_dataset.py over the real corpus: the broken file is flagged, the rest pass."""
+"""tools/validate_dataset.py over the real corpus: the broken file is flagged, the rest pass;
+partial files are kept or dropped by the frames they lost; bad output paths are refused first."""
 
 import csv
 import importlib.util
@@ -6,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import av
 import pytest
 
 from videocls.data.validate import check_videos
@@ -57,22 +59,25 @@ def test_real_corpus_acceptance(real_videos_dir, tmp_path, capsys):
     assert {name: v["status"] for name, v in videos.items() if name != BROKEN} == {
         n: "ok" for n in files if n != BROKEN
     }
-    ok_lines = [
+    assert all(v["kept"] and v["lost_frames"] == 0 for name, v in videos.items() if name != BROKEN)
+    broken_partial = videos[BROKEN]["status"] == "partial"
+    if broken_partial:
+        # 12 packets, 11 frames decode: one frame lost, within the default allowance of 2.
+        broken = videos[BROKEN]
+        assert (broken["frames"], broken["lost_frames"], broken["kept"]) == (11, 1, True)
+    kept_lines = [
         line
         for line in annotations.read_bytes().splitlines(keepends=True)
-        if not line.startswith(BROKEN.encode())
+        if broken_partial or not line.startswith(BROKEN.encode())
     ]
-    assert clean.read_bytes() == b"".join(ok_lines)
+    assert clean.read_bytes() == b"".join(kept_lines)
     assert (
         capsys.readouterr()
         .out.strip()
         .endswith(
             f"{len(files)} videos: {len(files) - 1} ok, "
-            + (
-                "1 unreadable, 0 partial"
-                if videos[BROKEN]["status"] == "unreadable"
-                else "0 unreadable, 1 partial"
-            )
+            + ("0 unreadable, 1 partial (1 kept, 0 dropped)" if broken_partial else
+               "1 unreadable, 0 partial (0 kept, 0 dropped)")
         )
     )
 
@@ -109,3 +114,109 @@ def test_truncated_avi_is_partial_and_hanging_file_times_out(real_videos_dir, tm
 def test_missing_annotation_file_is_the_tools_own_error(tmp_path, capsys):
     assert load_tool("validate_dataset").main([str(tmp_path / "missing.txt")]) == 2
     assert "missing.txt: annotation file not found" in capsys.readouterr().err
+
+
+def cut_before_last_packets(src: Path, dst: Path, k: int) -> None:
+    """``dst``: ``src`` cut where its k-th last video packet starts (the AVI header keeps
+    counting every frame), so exactly k frames are lost."""
+    with av.open(str(src)) as container:
+        starts = [p.pos for p in container.demux(container.streams.video[0]) if p.size]
+    dst.write_bytes(src.read_bytes()[: starts[-k]])
+
+
+def test_partial_videos_are_kept_when_they_lost_few_frames(real_videos_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VIDEOCLS_CACHE_DIR", str(tmp_path / "cache"))
+    g1 = real_videos_dir / "g1.avi"  # 16 frames; the header says 16
+    cut = {k: tmp_path / f"g1_cut{k}.avi" for k in (1, 3, 8)}
+    for k, path in cut.items():
+        cut_before_last_packets(g1, path, k)
+    annotations = tmp_path / "list.txt"
+    annotations.write_text(f"# header comment\n{g1} 0\n" + "".join(f"{p} {k}\n" for k, p in cut.items()))
+    lines = annotations.read_bytes().splitlines(keepends=True)
+    tool = load_tool("validate_dataset")
+
+    def run(*options) -> tuple[dict, bytes, str]:
+        report, clean = tmp_path / "report.json", tmp_path / "clean.txt"
+        argv = [str(annotations), "-j", "2", "--report", str(report), "--clean", str(clean), *options]
+        assert tool.main(argv) == 0
+        videos = {Path(v["path"]).name: v for v in json.loads(report.read_text())["videos"]}
+        return videos, clean.read_bytes(), capsys.readouterr().out
+
+    videos, clean, out = run()
+    assert {n: (v["status"], v["frames"], v["lost_frames"]) for n, v in videos.items()} == {
+        "g1.avi": ("ok", 16, 0),
+        "g1_cut1.avi": ("partial", 15, 1),
+        "g1_cut3.avi": ("partial", 13, 3),
+        "g1_cut8.avi": ("partial", 8, 8),
+    }
+    # Default allowance max(2, floor(1% of 16)) = 2 frames.
+    assert {n: v["kept"] for n, v in videos.items()} == {
+        "g1.avi": True, "g1_cut1.avi": True, "g1_cut3.avi": False, "g1_cut8.avi": False
+    }
+    assert clean == b"".join(lines[:3])  # the comment, g1 and g1_cut1
+    assert "g1_cut1.avi: the header counts 16 frames but the packets span 15 (kept, 1 frame(s) lost)" in out
+    assert "g1_cut3.avi: the header counts 16 frames but the packets span 13 (dropped, 3 frame(s) lost)" \
+        in out
+    assert out.strip().endswith("4 videos: 1 ok, 0 unreadable, 3 partial (1 kept, 2 dropped)")
+
+    videos, clean, _ = run("--max-lost-frames", "3")
+    assert [n for n, v in videos.items() if v["kept"]] == ["g1.avi", "g1_cut1.avi", "g1_cut3.avi"]
+    assert clean == b"".join(lines[:4])
+    videos, clean, _ = run("--max-lost-frames", "0", "--max-lost-fraction", "0.5")  # floor(0.5 * 16) = 8
+    assert all(v["kept"] for v in videos.values()) and clean == b"".join(lines)
+    videos, clean, out = run("--max-lost-frames", "0", "--max-lost-fraction", "0")
+    assert [n for n, v in videos.items() if v["kept"]] == ["g1.avi"] and clean == b"".join(lines[:2])
+
+
+@pytest.fixture
+def one_video_list(real_videos_dir, tmp_path, monkeypatch):
+    """An annotation file of one real video, and the probe cache the check would write to."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("VIDEOCLS_CACHE_DIR", str(cache))
+    annotations = tmp_path / "list.txt"
+    annotations.write_text(f"{real_videos_dir / 'g1.avi'} 0\n")
+    return annotations, cache / "decord_probe.jsonl"
+
+
+def refused(argv, capsys, probe_cache) -> str:
+    """The tool's error message; asserts it exits 2 before any video was probed."""
+    assert load_tool("validate_dataset").main([str(a) for a in argv]) == 2
+    assert not probe_cache.exists(), "videos were checked before the refusal"
+    return capsys.readouterr().err
+
+
+def test_clean_onto_its_own_input_is_refused_before_any_work(one_video_list, tmp_path, capsys):
+    annotations, probe_cache = one_video_list
+    before = annotations.read_bytes()
+    link = tmp_path / "link.txt"
+    link.symlink_to(annotations)
+    for same in (annotations, tmp_path / "sub" / ".." / annotations.name, link):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        err = refused([annotations, "--clean", same], capsys, probe_cache)
+        assert f"--clean {same} is the annotation file being checked" in err
+        err = refused([annotations, "--report", same], capsys, probe_cache)
+        assert "--report" in err and "is the annotation file being checked" in err
+    assert annotations.read_bytes() == before
+    out = tmp_path / "out"
+    err = refused([annotations, "--report", out, "--clean", out], capsys, probe_cache)
+    assert "--report and --clean are the same file" in err
+
+
+def test_unwritable_outputs_are_refused_before_any_work(one_video_list, tmp_path, capsys):
+    annotations, probe_cache = one_video_list
+    missing_dir = tmp_path / "no-such-dir" / "report.json"
+    err = refused([annotations, "--report", missing_dir], capsys, probe_cache)
+    assert f"--report {missing_dir}: directory {missing_dir.parent} does not exist" in err
+    err = refused([annotations, "--clean", tmp_path], capsys, probe_cache)
+    assert f"--clean {tmp_path} is a directory" in err
+    if os.geteuid() == 0:
+        unwritable = Path("/sys/report.json")  # sysfs refuses new files, even to root
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        unwritable = locked / "report.json"
+    err = refused([annotations, "--report", unwritable], capsys, probe_cache)
+    assert f"--report {unwritable}: cannot write in {unwritable.parent}" in err
+    # The same outputs in a writable place run (and probe) normally.
+    assert load_tool("validate_dataset").main([str(annotations), "--report", str(tmp_path / "r.json")]) == 0
+    assert probe_cache.exists()

@@ -26,6 +26,18 @@ Every file gets one status:
     picture (``tree.avi``: 444 in the header, 68 packets with data, spanning all 444
     intervals; ``balle1-vp9.avi``: 300 and 295), so whole files would be called partial.
 
+``lost_frames`` says how many frames a partial file lost: the largest shortfall the tests
+find (packets minus decoded frames, header count minus span); unknown (``None``) when the
+demuxer failed on a file without a header count.
+
+Partial is not unusable: the reader serves the frames that decode, and off-by-one headers
+are common in real datasets. :func:`keeps` keeps a partial file whose loss is small, at
+most ``max(max_lost_frames, floor(max_lost_fraction * held))`` frames, where ``held`` is
+what the container holds (decoded + lost); by default 2 frames or 1%, whichever is more
+(``afl-small_movie.mp4`` lost 1 of 12: kept; ``g1.avi`` cut in half lost 13 of 16:
+dropped). The clip samplers pad clips longer than the video, so a few missing frames cost
+at most a repeated frame. Unreadable files and files with an unknown loss are dropped.
+
 Frame folders (when ``open_video`` serves them) have no container: they are ``ok`` or
 ``unreadable``. Each file is checked in a worker process killed at the time limit, so a
 file that hangs the demuxer or crashes a decoder costs one report line, not the run.
@@ -36,8 +48,11 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import stat
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -55,12 +70,16 @@ __all__ = [
     "VideoCheck",
     "check_video",
     "check_videos",
+    "check_outputs",
+    "keeps",
     "summarize",
     "validate_dataset",
     "worker_context",
 ]
 
 STATUSES = ("ok", "unreadable", "partial")
+MAX_LOST_FRAMES = 2
+MAX_LOST_FRACTION = 0.01
 
 
 @dataclass(frozen=True)
@@ -74,6 +93,7 @@ class VideoCheck:
     frames: int | None = None  # frames that decode: len(reader)
     header_frames: int | None = None  # the container header's count (stream.frames)
     packets: int | None = None  # video packets that carry data
+    lost_frames: int | None = None  # frames a partial file lost (0 when ok; None: unknown)
     fps: float | None = None
     duration: float | None = None
     width: int | None = None
@@ -113,18 +133,36 @@ def _container(path: str) -> _Container:
     return _Container(header_frames, packets, span, error)
 
 
-def _lost(frames: int, container: _Container) -> list[str]:
-    """The partial tests of the module docstring that fail, as reasons."""
-    reasons = []
+def _lost(frames: int, container: _Container) -> tuple[list[str], int | None]:
+    """The partial tests of the module docstring that fail, as reasons, and the frames lost."""
+    reasons, lost = [], 0
     if frames < container.packets:
         reasons.append(f"{container.packets} packets carry data but {frames} frames decode")
+        lost = container.packets - frames
     if container.header_frames and container.span is not None and container.header_frames > container.span:
         reasons.append(
             f"the header counts {container.header_frames} frames but the packets span {container.span}"
         )
+        lost = max(lost, container.header_frames - container.span)
     if container.demux_error is not None:
         reasons.append(f"the demuxer failed before the end ({container.demux_error})")
-    return reasons
+        if not container.header_frames:
+            lost = None  # nothing says how much of the file came after the failure
+    return reasons, lost
+
+
+def keeps(
+    check: VideoCheck, max_lost_frames: int = MAX_LOST_FRAMES, max_lost_fraction: float = MAX_LOST_FRACTION,
+) -> bool:
+    """Whether a clean annotation file keeps this video: ok, or partial with a known loss
+    of at most ``max(max_lost_frames, floor(max_lost_fraction * held))`` frames (see the
+    module docstring)."""
+    if check.status == "ok":
+        return True
+    if check.status != "partial" or check.lost_frames is None or check.frames is None:
+        return False
+    held = check.frames + check.lost_frames
+    return check.lost_frames <= max(max_lost_frames, int(max_lost_fraction * held))
 
 
 def check_video(path: str) -> VideoCheck:
@@ -142,7 +180,7 @@ def check_video(path: str) -> VideoCheck:
         return VideoCheck(path, "unreadable", reason, seconds=time.perf_counter() - start)
     after = fallback_counts()
     fallback = [key for key in after if after[key] > before.get(key, 0)]
-    lost = _lost(count, container) if container is not None else []
+    lost, lost_frames = _lost(count, container) if container is not None else ([], 0)
     return VideoCheck(
         path=path,
         status="partial" if lost else "ok",
@@ -151,6 +189,7 @@ def check_video(path: str) -> VideoCheck:
         frames=count,
         header_frames=container.header_frames if container else None,
         packets=container.packets if container else None,
+        lost_frames=lost_frames,
         fps=reader.fps,
         duration=reader.duration,
         width=frames.shape[2],
@@ -273,10 +312,64 @@ def check_videos(
 # --------------------------------------------------------------------------- whole dataset
 
 
-def summarize(checks: Sequence[VideoCheck]) -> str:
-    """``"N videos: K ok, U unreadable, P partial"``."""
+def summarize(checks: Sequence[VideoCheck], kept: Sequence[bool] | None = None) -> str:
+    """``"N videos: K ok, U unreadable, P partial"``, and with ``kept`` (one flag per check,
+    see :func:`keeps`) ``" (Q kept, R dropped)"`` after the partial count."""
     counts = {status: sum(c.status == status for c in checks) for status in STATUSES}
-    return f"{len(checks)} videos: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES)
+    line = f"{len(checks)} videos: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES)
+    if kept is not None:
+        partial_kept = sum(k for c, k in zip(checks, kept, strict=True) if c.status == "partial")
+        line += f" ({partial_kept} kept, {counts['partial'] - partial_kept} dropped)"
+    return line
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_outputs(annotations: str | Path, report: str | Path | None, clean: str | Path | None) -> None:
+    """Refuse, before any video is checked, output paths that would destroy the input or
+    cannot be written: raises ``ValueError`` naming the option and the path."""
+    annotations = Path(annotations)
+    named = (("--report", report), ("--clean", clean))
+    outputs = {name: Path(path) for name, path in named if path is not None}
+    for name, path in outputs.items():
+        if _same_file(path, annotations):
+            raise ValueError(f"{name} {path} is the annotation file being checked; write it elsewhere")
+    if len(outputs) == 2 and _same_file(outputs["--report"], outputs["--clean"]):
+        raise ValueError(f"--report and --clean are the same file {outputs['--clean']}")
+    for name, path in outputs.items():
+        if path.is_dir():
+            raise ValueError(f"{name} {path} is a directory; give a file name")
+        if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+            raise ValueError(f"{name} {path} is not a regular file")
+        parent = path.parent
+        if not parent.is_dir():
+            raise ValueError(f"{name} {path}: directory {parent} does not exist")
+        try:  # the outputs are written by replacing a temporary file in the same directory
+            with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}.", suffix=".tmp"):
+                pass
+        except OSError as error:
+            reason = error.strerror or error
+            raise ValueError(f"{name} {path}: cannot write in {parent} ({reason})") from error
+
+
+@contextmanager
+def _replacing(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` that replaces it when the block succeeds, so a
+    failure leaves the old file whole."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def validate_dataset(
@@ -289,20 +382,45 @@ def validate_dataset(
     report: str | Path | None = None,
     clean: str | Path | None = None,
     progress: bool = False,
+    max_lost_frames: int = MAX_LOST_FRAMES,
+    max_lost_fraction: float = MAX_LOST_FRACTION,
     **format_kwargs,
-) -> list[tuple[VideoRecord, VideoCheck]]:
+) -> list[tuple[VideoRecord, VideoCheck, bool]]:
     """Check every video ``annotations`` lists (see :func:`read_annotations` for ``format``,
-    ``root``, ``classes``, ``format_kwargs``). Writes ``report`` (JSON: summary and one
-    entry per listed video, in file order) and ``clean`` (the annotation file with only
-    the ok videos, see :func:`filter_annotations`) when given."""
+    ``root``, ``classes``, ``format_kwargs``). Returns ``(record, check, kept)`` in file
+    order, ``kept`` by :func:`keeps` with ``max_lost_frames`` and ``max_lost_fraction``.
+    Writes ``report`` (JSON: summary and one entry per listed video, with ``kept`` and
+    ``lost_frames``) and ``clean`` (the annotation file with only the kept videos, see
+    :func:`filter_annotations`) when given. Output paths are checked before any work
+    (:func:`check_outputs`)."""
+    if max_lost_frames < 0 or not 0 <= max_lost_fraction <= 1:
+        raise ValueError(
+            f"need max_lost_frames >= 0 and 0 <= max_lost_fraction <= 1, "
+            f"got {max_lost_frames} and {max_lost_fraction}"
+        )
+    check_outputs(annotations, report, clean)
     records = read_annotations(annotations, format, root=root, classes=classes, **format_kwargs)
     checks = check_videos([r.path for r in records], jobs=jobs, timeout=timeout, progress=progress)
-    results = [(record, checks[record.path]) for record in records]
+    results = [
+        (record, checks[record.path], keeps(checks[record.path], max_lost_frames, max_lost_fraction))
+        for record in records
+    ]
     if report is not None:
-        summary = {"videos": len(results)} | {s: sum(c.status == s for _, c in results) for s in STATUSES}
-        videos = [{"line": record.meta.get("line"), **asdict(check)} for record, check in results]
-        document = {"annotations": str(annotations), "format": format, "summary": summary, "videos": videos}
-        Path(report).write_text(json.dumps(document, indent=1) + "\n")
+        summary = {"videos": len(results)} | {s: sum(c.status == s for _, c, _ in results) for s in STATUSES}
+        summary["kept_partial"] = sum(k for _, c, k in results if c.status == "partial")
+        summary["dropped"] = sum(not k for _, _, k in results)
+        videos = [{"line": r.meta.get("line"), **asdict(c), "kept": k} for r, c, k in results]
+        document = {
+            "annotations": str(annotations),
+            "format": format,
+            "max_lost_frames": max_lost_frames,
+            "max_lost_fraction": max_lost_fraction,
+            "summary": summary,
+            "videos": videos,
+        }
+        with _replacing(report) as tmp:
+            tmp.write_text(json.dumps(document, indent=1) + "\n")
     if clean is not None:
-        filter_annotations(annotations, format, [r for r, c in results if c.status != "ok"], clean)
+        with _replacing(clean) as tmp:
+            filter_annotations(annotations, format, [r for r, _, kept in results if not kept], tmp)
     return results
