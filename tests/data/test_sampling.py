@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from videocls.data.sampling import ClipSampler, clip_indices, clip_span, pack_pathways, segment_indices
+from videocls.data.sampling import (
+    ClipSampler,
+    clip_indices,
+    clip_span,
+    pack_pathways,
+    rounded_segment_indices,
+    segment_indices,
+)
 
 
 def test_test_clip_matches_pyslowfast_hand_computation():
@@ -80,3 +87,56 @@ def test_pack_pathways_slow_is_every_alpha_th_frame():
     assert fast.shape == (3, 32, 2, 2) and slow.shape == (3, 8, 2, 2)
     # PySlowFast: linspace(0, 31, 8).long()
     assert slow[0, :, 0, 0].tolist() == [0, 4, 8, 13, 17, 22, 26, 31]
+
+
+def official_get_seq_frames(video_length: int, num_frames: int, train: bool, draw=None) -> list[int]:
+    """PySlowFast/TimeSformer ``Ssv2.get_seq_frames`` (``__getitem__``), re-written from its math:
+    segments of ``(L - 1) / N`` frames, ends rounded half-to-even (numpy's round, as Python's)."""
+    seg_size = float(video_length - 1) / num_frames
+    seq = []
+    for i in range(num_frames):
+        start, end = int(round(seg_size * i)), int(round(seg_size * (i + 1)))
+        seq.append(draw(start, end) if train else (start + end) // 2)
+    return seq
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 8, 9, 17, 25, 41, 48, 49, 50, 96, 117, 300])
+def test_rounded_segments_test_view_equals_the_official_formula(length):
+    got = rounded_segment_indices(length, 8, train=False)
+    assert got.tolist() == official_get_seq_frames(length, 8, train=False)
+    assert ClipSampler(8, mode="rounded_segment")(length, 12.0, train=False).tolist() == got.tolist()
+
+
+def test_rounded_segments_differ_from_tsn_segments_by_up_to_a_frame():
+    # L = 21, N = 8: s = 2.5, bounds 0, 2.5 -> 2, 5, 7.5 -> 8, 10, 12.5 -> 12, 15, 17.5 -> 18, 20
+    # (half-way values round to even), middles (start + end) // 2 by hand:
+    assert rounded_segment_indices(21, 8, train=False).tolist() == official_get_seq_frames(21, 8, False)
+    assert rounded_segment_indices(21, 8, train=False).tolist() == [1, 3, 6, 9, 11, 13, 16, 19]
+    tsn = segment_indices(21, 8, train=False)
+    assert 0 < np.abs(tsn - rounded_segment_indices(21, 8, train=False)).max() <= 1
+
+
+@pytest.mark.parametrize("length", [3, 9, 41, 117])
+def test_rounded_segments_training_draws_cover_the_official_ranges(length):
+    # Every draw lies in the official [start, end] (randint includes both ends), and over many
+    # draws every integer of each range appears.
+    rng = np.random.default_rng(0)
+    draws = np.stack([rounded_segment_indices(length, 8, train=True, rng=rng) for _ in range(3000)])
+    lows = official_get_seq_frames(length, 8, True, draw=lambda a, b: a)
+    highs = official_get_seq_frames(length, 8, True, draw=lambda a, b: b)
+    for i, (low, high) in enumerate(zip(lows, highs)):
+        assert set(draws[:, i].tolist()) == set(range(low, high + 1))
+
+
+def test_rounded_segments_several_test_views_interleave():
+    one = rounded_segment_indices(117, 8, train=False)
+    views = [rounded_segment_indices(117, 8, train=False, clip_idx=k, num_clips=2) for k in range(2)]
+    assert (views[0] <= one).all() and (one <= views[1]).all() and (views[0] < views[1]).all()
+
+
+def test_clip_sampler_refuses_unknown_modes_when_built():
+    # At construction: inside a dataset a ValueError would be taken for a bad video.
+    with pytest.raises(ValueError, match="data.sampling_mode"):
+        ClipSampler(8, mode="tsn")
+    with pytest.raises(ValueError, match="data.pad"):
+        ClipSampler(8, pad="mirror")

@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from videocls.data.transforms import ClipTransform, normalize, short_side_resize, uniform_crop
+from videocls.data.transforms import (
+    ClipTransform,
+    jitter_short_side,
+    normalize,
+    short_side_resize,
+    uniform_crop,
+)
 
 
 def test_short_side_resize_floors_long_side():
@@ -77,3 +83,39 @@ def test_uint8_resize_is_within_one_level_of_the_float_resize():
     assert (out.double() - reference).abs().max() <= 1 / 255 + 1e-6
     # Rounding and fixed-point weights (~0.33 levels on average); a shifted grid on noise is tens.
     assert (out.double() - reference).abs().mean() < 0.4 / 255
+
+
+def test_inverse_uniform_scale_jitter_is_pyslowfasts():
+    # PySlowFast/TimeSformer random_short_side_scale_jitter with inverse_uniform_sampling:
+    # size = round(1 / U(1/max, 1/min)); P(size <= s) = (1/min - 1/s) / (1/min - 1/max) before rounding.
+    rng = np.random.default_rng(0)
+    sizes = np.array([jitter_short_side(256, 320, rng, inverse_uniform=True) for _ in range(20000)])
+    assert sizes.min() >= 256 and sizes.max() <= 320
+    ref = np.random.default_rng(1)
+    expected = np.round(1.0 / ref.uniform(1 / 320, 1 / 256, size=20000))
+    for s in (260, 280, 300):
+        cdf = (1 / 256 - 1 / (s + 0.5)) / (1 / 256 - 1 / 320)
+        assert (sizes <= s).mean() == pytest.approx(cdf, abs=0.012)
+        assert (sizes <= s).mean() == pytest.approx((expected <= s).mean(), abs=0.015)
+    # the same draw as the official expression on the same generator state
+    a, b = np.random.default_rng(7), np.random.default_rng(7)
+    official = int(round(1.0 / b.uniform(1 / 320, 1 / 256)))
+    assert jitter_short_side(256, 320, a, inverse_uniform=True) == official
+    uniform = np.array([jitter_short_side(256, 320, rng) for _ in range(20000)])
+    assert (uniform <= 280).mean() == pytest.approx((280.5 - 256) / 64, abs=0.012)
+    assert (sizes <= 280).mean() > (uniform <= 280).mean() + 0.03  # favours small sizes
+
+
+def test_clip_transform_uses_inverse_uniform_scale_when_asked():
+    frames = torch.randint(0, 255, (2, 60, 80, 3), dtype=torch.uint8)
+    kwargs = dict(crop_size=32, min_short_side=32, max_short_side=48, mean=(0.5,) * 3, std=(0.5,) * 3,
+                  train=True)
+    inv = ClipTransform(**kwargs, inverse_uniform_scale=True)
+    for seed in range(5):
+        rng_a, rng_b = np.random.default_rng(seed), np.random.default_rng(seed)
+        size = jitter_short_side(32, 48, rng_b, inverse_uniform=True)
+        top = int(rng_b.integers(0, size - 32 + 1))
+        left = int(rng_b.integers(0, int(size * 80 / 60) - 32 + 1))
+        expected = short_side_resize(frames.permute(0, 3, 1, 2), size)[..., top : top + 32, left : left + 32]
+        expected = normalize(expected.float() / 255, (0.5,) * 3, (0.5,) * 3).permute(1, 0, 2, 3)
+        assert torch.allclose(inv(frames, rng_a), expected)

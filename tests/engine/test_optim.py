@@ -12,10 +12,10 @@ import math
 
 import pytest
 import torch
+from helpers import compose_config
 from hydra.utils import instantiate
 from torch import nn
 
-from helpers import compose_config
 from videocls.engine.optim import (
     build_optimizer,
     build_scheduler,
@@ -64,9 +64,11 @@ def official_step_lrs(solver: dict, iters_per_epoch: int, accumulate: int) -> li
 # The official configs (values as in the YAML files; defaults from config/defaults.py).
 PYSLOWFAST_K400 = {  # SlowFast configs/Kinetics/I3D_8x8_R50.yaml and SLOWFAST_8x8_R50.yaml
     "LR_POLICY": "cosine", "BASE_LR": 0.1, "MAX_EPOCH": 196, "WARMUP_EPOCHS": 34, "WARMUP_START_LR": 0.01,
-    "COSINE_END_LR": 0.0, "COSINE_AFTER_WARMUP": False, "WEIGHT_DECAY": 1e-4, "MOMENTUM": 0.9, "NESTEROV": True,
+    "COSINE_END_LR": 0.0, "COSINE_AFTER_WARMUP": False, "WEIGHT_DECAY": 1e-4, "MOMENTUM": 0.9,
+    "NESTEROV": True,
 }
-TIMESFORMER = {  # TimeSformer configs/Kinetics/TimeSformer_divST_8x32_224.yaml, configs/SSv2/TimeSformer_divST_8_224.yaml
+# TimeSformer configs/Kinetics/TimeSformer_divST_8x32_224.yaml and configs/SSv2/TimeSformer_divST_8_224.yaml
+TIMESFORMER = {
     "LR_POLICY": "steps_with_relative_lrs", "BASE_LR": 0.005, "STEPS": [0, 11, 14], "LRS": [1, 0.1, 0.01],
     "MAX_EPOCH": 15, "WARMUP_EPOCHS": 0.0, "WARMUP_START_LR": 0.01, "WEIGHT_DECAY": 1e-4, "MOMENTUM": 0.9,
     "NESTEROV": True,
@@ -143,14 +145,15 @@ def test_demo_keeps_the_restart_after_warmup_shape():
     # the peak, then a cosine over the remaining epochs (the shape the demo's numbers were measured with).
     cfg = compose_config(["experiment=demo"])
     assert cfg.schedule.cosine_after_warmup
-    solver = {"LR_POLICY": "cosine", "BASE_LR": 1.0, "MAX_EPOCH": 25, "WARMUP_EPOCHS": 1.0, "WARMUP_START_LR": 0.01,
-              "COSINE_AFTER_WARMUP": True}
+    solver = {"LR_POLICY": "cosine", "BASE_LR": 1.0, "MAX_EPOCH": 25, "WARMUP_EPOCHS": 1.0,
+              "WARMUP_START_LR": 0.01, "COSINE_AFTER_WARMUP": True}
     model = nn.Linear(2, 2)
     optimizer = instantiate(cfg.optim)(model, global_batch_size=cfg.optim.base_batch_size)
     scheduler = instantiate(cfg.schedule)(optimizer, 7, 25)
     peak = optimizer.param_groups[0]["initial_lr"]
     for step in range(25 * 7):
-        assert peak * scheduler.lr_lambdas[0](step) == pytest.approx(peak * official_lr(solver, step / 7), rel=1e-9)
+        want = peak * official_lr(solver, step / 7)
+        assert peak * scheduler.lr_lambdas[0](step) == pytest.approx(want, rel=1e-9)
     assert scheduler.lr_lambdas[0](7) == pytest.approx(1.0)  # the peak right after warm-up
 
 
@@ -220,7 +223,8 @@ def _split(net, no_decay):
 def test_weight_decay_groups_by_kind():
     net = _Net()
     decay, skip, ids = _split(net, ["norm", "bias", "embed"])
-    assert skip == ids([net.conv.bias, net.bn.weight, net.bn.bias, net.ln.weight, net.ln.bias, net.pos_embed, net.fc.bias])
+    norms = [net.bn.weight, net.bn.bias, net.ln.weight, net.ln.bias]
+    assert skip == ids([net.conv.bias, *norms, net.pos_embed, net.fc.bias])
     decay, skip, ids = _split(net, ["bn"])  # PySlowFast: BatchNorm only, the classifier bias decayed
     assert skip == ids([net.bn.weight, net.bn.bias])
     assert ids([net.fc.bias, net.ln.weight, net.pos_embed]) <= decay

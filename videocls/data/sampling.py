@@ -1,4 +1,4 @@
-"""Which frames make a clip: PySlowFast's index math, fps normalisation, TSN segments.
+"""Which frames make a clip: PySlowFast's index math, fps normalisation, TSN and SSv2 segments.
 
 All functions return frame indices into a video of ``num_video_frames`` real frames; they
 never return an index past the last real frame, so readers are never asked for frames that
@@ -110,6 +110,35 @@ def segment_indices(
     return np.minimum(np.floor(starts + offsets).astype(np.int64), num_video_frames - 1)
 
 
+def rounded_segment_indices(
+    num_video_frames: int,
+    num_segments: int,
+    train: bool,
+    rng: np.random.Generator | None = None,
+    clip_idx: int = 0,
+    num_clips: int = 1,
+) -> np.ndarray:
+    """PySlowFast's and TimeSformer's SSv2 ``get_seq_frames``: segments of ``(L - 1) / N`` frames.
+
+    Segment ``i`` spans ``round(s * i)`` to ``round(s * (i + 1))`` (both ends included, numpy's
+    round-half-to-even) with ``s = (L - 1) / N``; training takes a uniform integer in it, the
+    test its middle ``(start + end) // 2``. The official code has one test layout; with
+    ``num_clips > 1`` view ``k`` takes ``start + (end - start) * (2k + 1) // (2 num_clips)``,
+    which is the official middle for one view.
+    """
+    if num_video_frames <= 0:
+        raise ValueError("cannot sample from a video with no frames")
+    seg = (num_video_frames - 1) / num_segments
+    bounds = np.round(seg * np.arange(num_segments + 1)).astype(np.int64)
+    starts, ends = bounds[:-1], bounds[1:]
+    if train:
+        rng = rng if rng is not None else np.random.default_rng()
+        return rng.integers(starts, ends + 1)
+    if not 0 <= clip_idx < num_clips:
+        raise ValueError(f"clip_idx {clip_idx} outside [0, {num_clips})")
+    return starts + (ends - starts) * (2 * clip_idx + 1) // (2 * num_clips)
+
+
 def pack_pathways(clip: torch.Tensor, alpha: int) -> list[torch.Tensor]:
     """SlowFast input from one decode: fast = all frames, slow = every ``alpha``-th (``C T H W``).
 
@@ -121,15 +150,30 @@ def pack_pathways(clip: torch.Tensor, alpha: int) -> list[torch.Tensor]:
 
 
 
+SAMPLING_MODES = ("clip", "segment", "rounded_segment")
+
+
 @dataclass(frozen=True)
 class ClipSampler:
-    """The temporal sampling of one dataset: dense clips (PySlowFast) or TSN segments."""
+    """The temporal sampling of one dataset.
+
+    ``clip``: dense clips (PySlowFast's Kinetics); ``segment``: TSN segments of ``L / N``
+    frames; ``rounded_segment``: the official PySlowFast/TimeSformer SSv2 segments
+    (``rounded_segment_indices``).
+    """
 
     num_frames: int
     sampling_rate: int = 1
-    mode: Literal["clip", "segment"] = "clip"
+    mode: Literal["clip", "segment", "rounded_segment"] = "clip"
     target_fps: float | None = None
     pad: Pad = "repeat"
+
+    def __post_init__(self) -> None:
+        # Checked here, not per item: inside a dataset a ValueError would read as a bad video.
+        if self.mode not in SAMPLING_MODES:
+            raise ValueError(f"data.sampling_mode must be one of {SAMPLING_MODES}, got {self.mode!r}")
+        if self.pad not in ("repeat", "loop"):
+            raise ValueError(f"data.pad must be 'repeat' or 'loop', got {self.pad!r}")
 
     def __call__(
         self,
@@ -143,8 +187,8 @@ class ClipSampler:
         """Indices of one clip: random in training, test clip ``clip_idx`` of ``num_clips`` else."""
         if self.mode == "segment":
             return segment_indices(num_video_frames, self.num_frames, train, rng, clip_idx, num_clips)
-        if self.mode != "clip":
-            raise ValueError(f"sampling mode must be 'clip' or 'segment', got {self.mode!r}")
+        if self.mode == "rounded_segment":
+            return rounded_segment_indices(num_video_frames, self.num_frames, train, rng, clip_idx, num_clips)
         return clip_indices(
             num_video_frames,
             self.num_frames,

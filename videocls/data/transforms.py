@@ -11,8 +11,8 @@ from PySlowFast's float resize.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -38,6 +38,18 @@ def short_side_resize(clip: torch.Tensor, size: int) -> torch.Tensor:
     else:
         new_h, new_w = size, int(math.floor(w / h * size))
     return F.interpolate(clip, size=(new_h, new_w), mode="bilinear", align_corners=False)
+
+
+def jitter_short_side(
+    min_size: int, max_size: int, rng: np.random.Generator, inverse_uniform: bool = False
+) -> int:
+    """PySlowFast's training scale jitter: a short side uniform in ``[min_size, max_size]``, or
+    with ``inverse_uniform`` the reciprocal of a value uniform in ``[1 / max_size, 1 / min_size]``
+    (``DATA.INV_UNIFORM_SAMPLE``, used by the SSv2 recipes: it favours the smaller sizes, so
+    crops cover more of the frame). Rounded to the nearest integer, as PySlowFast."""
+    if inverse_uniform:
+        return int(round(1.0 / rng.uniform(1.0 / max_size, 1.0 / min_size)))
+    return int(round(rng.uniform(min_size, max_size)))
 
 
 def random_crop(clip: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
@@ -69,7 +81,8 @@ def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -
 
 @dataclass(frozen=True)
 class ClipTransform:
-    """Training: scale jitter + random crop (or RandomResizedCrop), flip, RandAugment, erasing.
+    """Training: scale jitter (uniform or inverse-uniform in the short side) + random crop (or
+    RandomResizedCrop), flip, RandAugment, erasing.
 
     Test: short-side resize + uniform crop. Horizontal flip is off by default: it turns
     "moving left" into "moving right", which is wrong for direction-sensitive datasets (SSv2,
@@ -87,6 +100,7 @@ class ClipTransform:
     resized_crop: RandomResizedCrop | None = None
     rand_augment: RandAugment | None = None
     erasing: RandomErasing | None = None
+    inverse_uniform_scale: bool = False  # see jitter_short_side
 
     def __call__(
         self, frames: torch.Tensor, rng: np.random.Generator, spatial_idx: int = 1
@@ -98,7 +112,8 @@ class ClipTransform:
         if self.resized_crop is not None:
             clip = self.resized_crop(clip, rng)
         else:
-            size = int(round(rng.uniform(self.min_short_side, self.max_short_side)))
+            lo, hi = self.min_short_side, self.max_short_side
+            size = jitter_short_side(lo, hi, rng, self.inverse_uniform_scale)
             clip = random_crop(short_side_resize(clip, size), self.crop_size, rng)
         clip = to_unit_float(clip)
         if self.flip and rng.random() < 0.5:
