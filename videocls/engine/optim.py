@@ -58,7 +58,9 @@ def _skips_decay(module: nn.Module, name: str, full_name: str, param: torch.Tens
     )
 
 
-def param_groups(model: nn.Module, weight_decay: float, no_decay: Iterable[str] = ("norm", "bias", "embed")) -> list[dict]:
+def param_groups(
+    model: nn.Module, weight_decay: float, no_decay: Iterable[str] = ("norm", "bias", "embed")
+) -> list[dict]:
     """Split trainable parameters into a decayed group and (when not empty) one without decay.
 
     ``no_decay`` lists the kinds of parameters that get no weight decay (``NO_DECAY_KINDS``):
@@ -146,13 +148,21 @@ def lr_factor_at_epoch(
     return main(epoch)
 
 
-def _check_schedule(max_epochs, warmup_epochs, min_factor, cosine_after_warmup, milestones, relative_lrs) -> None:
+def _check_schedule(
+    max_epochs, warmup_epochs, min_factor, cosine_after_warmup, milestones, relative_lrs
+) -> None:
     if not 0 <= warmup_epochs <= max_epochs:
-        raise ValueError(f"schedule.warmup_epochs={warmup_epochs} must be in [0, trainer.max_epochs={max_epochs}]")
+        raise ValueError(
+            f"schedule.warmup_epochs={warmup_epochs} must be in [0, trainer.max_epochs={max_epochs}]"
+        )
     if cosine_after_warmup and warmup_epochs >= max_epochs:
-        raise ValueError("schedule.cosine_after_warmup=true needs schedule.warmup_epochs < trainer.max_epochs")
+        raise ValueError(
+            "schedule.cosine_after_warmup=true needs schedule.warmup_epochs < trainer.max_epochs"
+        )
     if not 0 <= min_factor < 1:  # PySlowFast asserts COSINE_END_LR < BASE_LR
-        raise ValueError(f"schedule.min_factor={min_factor} must be in [0, 1): the cosine ends below its peak")
+        raise ValueError(
+            f"schedule.min_factor={min_factor} must be in [0, 1): the cosine ends below its peak"
+        )
     if list(milestones) != sorted(milestones):
         raise ValueError(f"schedule.milestones={list(milestones)} must be increasing epochs")
     if relative_lrs is not None and len(relative_lrs) != len(milestones) + 1:
