@@ -4,8 +4,8 @@ import math
 import sys
 
 import pytest
-
 from helpers import CONFIGS, compose_config
+
 from videocls.engine.recipe import describe_recipe, format_recipe
 
 
