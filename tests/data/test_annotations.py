@@ -43,7 +43,7 @@ def test_list_space_and_csv_with_class_names(tmp_path):
     [
         ("a.mp4 0\nb.mp4\n", 2, "expected 'path label'"),
         ("a.mp4 0\n\nb.mp4 cat\n", 3, "no class list"),
-        ("a.mp4 -1\n", 1, "out of range"),
+        ("a.mp4 -1\n", 1, "label -1 is negative"),
     ],
 )
 def test_list_malformed_line_names_file_and_line(tmp_path, text, line, match):
@@ -224,6 +224,36 @@ def test_multilabel_malformed(tmp_path):
     ann = write(tmp_path / "n.txt", "a.mp4 1,2\nb.mp4 1,7\n")
     with raises_at(ann, 2, "out of range"):
         read_annotations(ann, "multilabel", classes=[str(i) for i in range(5)])
+
+
+# --------------------------------------------------------------------------- labels vs class count
+
+
+def test_labels_are_checked_against_num_classes_in_every_format(tmp_path):
+    """The first label id >= num_classes fails at read time, naming file, line and count;
+    a class count larger than the labels used is accepted."""
+    listed = write(tmp_path / "list.txt", "# c\na.mp4 0\nb.mp4 2\nc.mp4 3\n")
+    assert [r.label for r in read_annotations(listed, "list", num_classes=4)] == [0, 2, 3]
+    assert [r.label for r in read_annotations(listed, "list", num_classes=400)] == [0, 2, 3]
+    with raises_at(listed, 4, "label 3 is outside 0..2 for num_classes=3"):
+        read_annotations(listed, "list", num_classes=3)
+
+    multi = write(tmp_path / "multi.txt", "a.mp4 0,1\nb.mp4 1,5\n")
+    assert read_annotations(multi, "multilabel", num_classes=6)[1].label == (1, 5)
+    with raises_at(multi, 2, "label 5 is outside 0..4 for num_classes=5"):
+        read_annotations(multi, "multilabel", num_classes=5)
+
+    # Kinetics without a class list numbers the names it finds: 2 names, ids 0 and 1.
+    kinetics = write(tmp_path / "k.csv", KINETICS)
+    assert len(read_annotations(kinetics, "kinetics_csv", num_classes=2)) == 3
+    with raises_at(kinetics, 2, "label 1 is outside 0..0 for num_classes=1"):
+        read_annotations(kinetics, "kinetics_csv", num_classes=1)
+
+    labels, train, _ = ssv2_files(tmp_path)  # labels 1, 0, 2
+    assert len(read_annotations(train, "ssv2", classes=labels, num_classes=3)) == 3
+    lines = [r.meta["line"] for r in read_annotations(train, "ssv2", classes=labels)]
+    with raises_at(train, lines[2], "entry 2: label 2 is outside 0..1 for num_classes=2"):
+        read_annotations(train, "ssv2", classes=labels, num_classes=2)
 
 
 # --------------------------------------------------------------------------- subsets

@@ -23,7 +23,10 @@
     commas without spaces and the path by the last whitespace; ``VideoRecord.label`` is the
     sorted tuple of distinct ids. :func:`multi_hot` turns it into a target vector.
 
-Relative paths are resolved against ``root``. Every record keeps the line it came from in
+Relative paths are resolved against ``root``. Given ``num_classes``, :func:`read_annotations`
+checks every label id against it, naming the file and line of the first one outside
+``0..num_classes-1`` (a class count larger than the labels used is fine). Every record
+keeps the line it came from in
 ``meta["line"]`` (SSv2 entries also their position in the list, ``meta["index"]``), which
 :func:`filter_annotations` uses to write a subset of a file in its own format.
 """
@@ -46,6 +49,7 @@ __all__ = [
     "SSV2_TEMPLATE",
     "AnnotationError",
     "VideoRecord",
+    "check_labels",
     "filter_annotations",
     "multi_hot",
     "read_annotations",
@@ -106,8 +110,12 @@ def _parse_label(token: str, classes: dict[str, int] | None, where: str) -> int:
     token = token.strip()
     if token.lstrip("-").isdigit():
         label = int(token)
-        if label < 0 or (classes is not None and label >= len(classes)):
-            raise AnnotationError(f"{where}: label {label} out of range")
+        if label < 0:
+            raise AnnotationError(f"{where}: label {label} is negative; labels are 0, 1, ...")
+        if classes is not None and label >= len(classes):
+            raise AnnotationError(
+                f"{where}: label {label} out of range: the class list has {len(classes)} names"
+            )
         return label
     if classes is None:
         raise AnnotationError(f"{where}: label {token!r} is not an integer and no class list was given")
@@ -381,16 +389,38 @@ def read_annotations(
     format: str = "list",
     root: str | Path | None = None,
     classes: Sequence[str] | str | Path | None = None,
+    num_classes: int | None = None,
     **kwargs,
 ) -> list[VideoRecord]:
     """Read an annotation file of ``format`` (one of :data:`FORMATS`, see the module
     docstring). ``classes`` is a list of names or a file for :func:`read_classes`;
+    ``num_classes``, when given, is the class count every label id must be below;
     ``kwargs`` go to the format's reader (``file_template`` for ``kinetics_csv``/``ssv2``)."""
     if format not in _READERS:
         raise ValueError(f"unknown annotation format {format!r}; expected one of {FORMATS}")
     if isinstance(classes, (str, Path)):
         classes = read_classes(classes)
-    return _READERS[format](path, root=root, classes=classes, **kwargs)
+    records = _READERS[format](path, root=root, classes=classes, **kwargs)
+    if num_classes is not None:
+        check_labels(records, num_classes, path)
+    return records
+
+
+def check_labels(records: Iterable[VideoRecord], num_classes: int, path: str | Path) -> None:
+    """Raise :class:`AnnotationError` naming ``path`` and the line of the first record whose
+    label id is not in ``0..num_classes-1``: found here, not as an ``IndexError`` (or a
+    device-side assert) at the first training step or in the final test."""
+    for record in records:
+        labels = (record.label,) if isinstance(record.label, int) else record.label
+        bad = [label for label in labels if not 0 <= label < num_classes]
+        if bad:
+            where = f"{path}:{record.meta.get('line', '?')}"
+            if "index" in record.meta:
+                where += f": entry {record.meta['index']}"
+            raise AnnotationError(
+                f"{where}: label {bad[0]} is outside 0..{num_classes - 1} "
+                f"for num_classes={num_classes}; fix the label or the class count (data.num_classes)"
+            )
 
 
 def filter_annotations(path: str | Path, format: str, drop: Iterable[VideoRecord], out: str | Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from videocls.data.annotations import read_annotations, read_classes
+from videocls.data.annotations import FORMATS, read_annotations, read_classes
 from videocls.data.augment import RandAugment, RandomErasing, RandomResizedCrop
 from videocls.data.dataset import VideoClipDataset
 from videocls.data.sampling import ClipSampler
@@ -19,6 +19,10 @@ class VideoData:
     ``mean``/``std`` left as ``None`` take the model's own normalisation. ``synthetic`` (a dict
     of ``generate_dataset`` arguments) makes ``prepare()`` generate the built-in dataset at
     ``root`` when it is not there yet.
+
+    Sizes and counts are checked when it is built (``data.num_frames=0`` is refused here,
+    naming the key, not at the first batch); annotation labels are checked against
+    ``num_classes``, and a class list against its length, when a dataset is read.
     """
 
     train_list: str
@@ -55,6 +59,18 @@ class VideoData:
     class_balanced: bool = False  # training draws every class equally often (with replacement)
     synthetic: dict | None = None
 
+    def __post_init__(self) -> None:
+        minimum = {
+            "num_classes": 1, "batch_size": 1, "num_frames": 1, "sampling_rate": 1, "num_workers": 0,
+            "decode_threads": 1, "max_retries": 0, "train_crop": 1, "test_crop": 1, "test_short_side": 1,
+        }
+        for key, low in minimum.items():
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"data.{key} must be an integer >= {low}, got {value!r}")
+        if self.format not in FORMATS:
+            raise ValueError(f"data.format must be one of {FORMATS}, got {self.format!r}")
+
     def prepare(self) -> None:
         """Create what the dataset needs on disk (only the built-in dataset is generated)."""
         if self.synthetic is not None:
@@ -64,8 +80,21 @@ class VideoData:
 
     def class_names(self) -> list[str]:
         if self.classes is not None and Path(self.classes).is_file():
-            return read_classes(self.classes)
+            return self._class_list()
         return [str(i) for i in range(self.num_classes)]
+
+    def _class_list(self) -> list[str] | None:
+        """The names of ``classes``, which must number ``num_classes``: a longer or shorter
+        list gives the model a head that does not match the names it reports."""
+        if self.classes is None:
+            return None
+        names = read_classes(self.classes)
+        if len(names) != self.num_classes:
+            raise ValueError(
+                f"{self.classes}: the class list has {len(names)} names but data.num_classes="
+                f"{self.num_classes}; make them agree"
+            )
+        return names
 
     def dataset(
         self,
@@ -80,7 +109,8 @@ class VideoData:
     ) -> VideoClipDataset:
         """``split`` is ``"train"`` or ``"val"``; ``train`` picks random vs test-view sampling."""
         annotation = {"train": self.train_list, "val": self.val_list}[split]
-        records = read_annotations(annotation, self.format, root=self.root, classes=self.classes)
+        records = read_annotations(annotation, self.format, root=self.root, classes=self._class_list(),
+                                   num_classes=self.num_classes)
         if train:
             transform = self._train_transform(self._mean(mean), self._std(std))
         else:
@@ -115,7 +145,9 @@ class VideoData:
             RandomErasing(self.erase_prob, mode=self.erase_mode, max_count=self.erase_count)
             if self.erase_prob > 0 else None
         )
-        return ClipTransform(self.train_crop, lo, hi, mean, std, True, self.flip, resized_crop, rand_augment, erasing)
+        return ClipTransform(
+            self.train_crop, lo, hi, mean, std, True, self.flip, resized_crop, rand_augment, erasing
+        )
 
     def _mean(self, model_mean):
         return tuple(self.mean) if self.mean is not None else tuple(model_mean)
