@@ -7,16 +7,21 @@ of indices covers each view exactly once.
 Randomness comes from a generator seeded by ``(seed, epoch, index, attempt)``: the same item
 of the same epoch gives the same clip whatever the worker count, which makes runs
 reproducible and resume after preemption exact.
+
+A skipped file is returned in the item's ``skipped`` list. It is warned about once per
+process: by the dataset itself when it runs in the main process, else by whoever collects
+the batches calling :func:`report_skipped` (DataLoader workers are re-created every epoch,
+so a worker cannot remember what it already said; it logs at debug level only).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from videocls.data.annotations import VideoRecord, multi_hot
 from videocls.data.sampling import ClipSampler, pack_pathways
@@ -26,6 +31,21 @@ log = logging.getLogger(__name__)
 
 # What a bad file can raise while being opened or decoded. Anything else is a bug and surfaces.
 BAD_VIDEO_ERRORS = (RuntimeError, OSError, IndexError, ValueError, EOFError)
+TEST_CROPS = (1, 3)  # spatial views per clip: the centre, or left/centre/right (top/centre/bottom)
+# Paths this process has warned about: one warning per unreadable file and run.
+_warned: set[str] = set()
+
+
+def report_skipped(skipped: Iterable[tuple[str, str]]) -> list[str]:
+    """Warn once per process about each ``(path, reason)`` not warned about yet (a batch's
+    ``skipped`` list, collected in the main process); returns the newly reported paths."""
+    new = []
+    for path, reason in skipped:
+        if path not in _warned:
+            _warned.add(path)
+            new.append(path)
+            log.warning("skipping unreadable video %s (%s)", path, reason)
+    return new
 
 
 class VideoClipDataset(Dataset):
@@ -47,6 +67,19 @@ class VideoClipDataset(Dataset):
     ) -> None:
         if not records:
             raise ValueError("dataset has no videos")
+        if not train and num_crops not in TEST_CROPS:
+            # Any other count would repeat the centre crop while the results claim N views.
+            raise ValueError(
+                f"test.num_crops (trainer.val_num_crops for validation) must be 1 (centre) or 3 "
+                f"(left/centre/right), got {num_crops!r}"
+            )
+        if not train and (not isinstance(num_clips, int) or num_clips < 1):
+            raise ValueError(
+                f"test.num_clips (trainer.val_num_clips for validation) must be an integer >= 1, "
+                f"got {num_clips!r}"
+            )
+        if max_retries < 0:
+            raise ValueError(f"data.max_retries must be >= 0, got {max_retries}")
         self.records = list(records)
         self.sampler = sampler
         self.transform = transform
@@ -61,7 +94,6 @@ class VideoClipDataset(Dataset):
         self.frame_filter = frame_filter  # e.g. a robustness corruption of the decoded frames
         self.num_classes = num_classes  # set for multi-label data: labels become multi-hot vectors
         self.epoch = 0
-        self._reported: set[str] = set()
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the loop before each epoch; workers are re-created, so they see it."""
@@ -93,9 +125,10 @@ class VideoClipDataset(Dataset):
     def _skip(self, record: VideoRecord, error: Exception, skipped: list[tuple[str, str]]) -> None:
         reason = f"{type(error).__name__}: {error}"
         skipped.append((record.path, reason))
-        if record.path not in self._reported:
-            self._reported.add(record.path)
-            log.warning("skipping unreadable video %s (%s)", record.path, reason)
+        if get_worker_info() is None:
+            report_skipped([(record.path, reason)])
+        else:  # the main process warns when the batch arrives (report_skipped)
+            log.debug("skipping unreadable video %s (%s)", record.path, reason)
 
     def _label(self, record: VideoRecord) -> torch.Tensor:
         if self.num_classes is not None:
