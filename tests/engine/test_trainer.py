@@ -1,15 +1,21 @@
-"""The training loop end to end on the built-in dataset, and one optimiser step in isolation."""
+"""The training loop end to end on the built-in dataset, one optimiser step in isolation, the
+configuration checks at start and resuming with changed hyper-parameters."""
 
+import copy
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
-
 from helpers import compose_config, tiny_overrides
+from omegaconf import OmegaConf
+
 from videocls import create_model
-from videocls.engine.trainer import fit
+from videocls.engine.config_checks import ConfigError, changed_hyperparameters, check_config
+from videocls.engine.distributed import resolve_device
+from videocls.engine.trainer import Trainer, fit
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,3 +59,117 @@ def test_train_tool_prints_results_path_last(tiny_synthetic, tmp_path):
     last = proc.stdout.strip().splitlines()[-1]
     assert last == f"results: {tmp_path / 'results.json'}"
     assert json.loads((tmp_path / "results.json").read_text())["num_videos"] == 10
+
+
+# --------------------------------------------------------------------------- config checks at start
+BAD_VALUES = [
+    ("trainer.max_epochs", 0, "use an integer >= 1"),
+    ("trainer.max_epochs", -1, "use an integer >= 1"),
+    ("trainer.checkpoint_every_n_steps", -1, "use an integer >= 0"),
+    ("test.num_clips", 0, "use an integer >= 1"),
+    ("test.num_crops", 2, "use 1 (centre crop) or 3"),
+    ("data.num_frames", 0, "use an integer >= 1"),
+    ("trainer.precision", 64, "use 32, bf16 or 16"),
+    ("trainer.accumulate_grad_batches", 0, "use an integer >= 1"),
+    ("trainer.device", "gpu", "use cuda, cuda:N"),
+    ("trainer.device", "cuda:x", "use cuda, cuda:N"),
+    ("test.aggregation", "sum_softmax", "use one of mean_softmax, mean_logits, max"),
+]
+
+
+@pytest.fixture(scope="module")
+def demo_config(tmp_path_factory):
+    return compose_config(tiny_overrides(tmp_path_factory.mktemp("unused"), tmp_path_factory.mktemp("run")))
+
+
+@pytest.mark.parametrize(("key", "value", "allowed"), BAD_VALUES)
+def test_bad_config_values_are_refused_naming_key_and_allowed_values(demo_config, key, value, allowed):
+    cfg = copy.deepcopy(demo_config)
+    OmegaConf.update(cfg, key, value)
+    with pytest.raises(ConfigError) as error:
+        check_config(cfg)
+    assert f"{key}={value!r}: {allowed}" in str(error.value)
+    assert str(error.value).count("\n  ") == 1  # only that key
+
+
+def test_config_check_lists_every_bad_key_and_accepts_the_defaults(demo_config):
+    check_config(demo_config)  # the shipped values pass
+    for device in ("cpu", "auto", "cuda", "cuda:1"):
+        cfg = copy.deepcopy(demo_config)
+        cfg.trainer.device = device
+        check_config(cfg)  # well formed; whether the GPU exists is init_distributed's check
+    cfg = copy.deepcopy(demo_config)
+    cfg.trainer.max_epochs, cfg.test.num_clips = 0, 0
+    with pytest.raises(ConfigError) as error:
+        check_config(cfg)
+    assert "trainer.max_epochs=0: " in str(error.value) and "test.num_clips=0: " in str(error.value)
+    cfg = copy.deepcopy(demo_config)
+    cfg.trainer.max_epochs = 0
+    check_config(cfg, training=False)  # tools/test.py does not train: only the test keys count
+
+
+def test_trainer_refuses_a_bad_value_before_any_work(tiny_synthetic, tmp_path):
+    with pytest.raises(ConfigError, match=r"trainer\.max_epochs=0: use an integer >= 1"):
+        Trainer(compose_config(tiny_overrides(tiny_synthetic, tmp_path, "trainer.max_epochs=0")), tmp_path)
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_device_names_map_to_devices_or_are_refused():
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    assert resolve_device("auto") == expected
+    for bad in ("gpu", "cuda:", "cuda:-1", "CPU", "mps"):
+        with pytest.raises(ValueError, match=f"trainer.device={bad!r}: use cuda, cuda:N, cpu or auto"):
+            resolve_device(bad)
+    if torch.cuda.is_available():
+        last = torch.cuda.device_count() - 1
+        assert resolve_device(f"cuda:{last}") == torch.device("cuda", last)  # not cuda:0, not the CPU
+        with pytest.raises(ValueError, match="does not exist"):
+            resolve_device(f"cuda:{last + 1}")
+        with pytest.raises(ValueError, match="use trainer.device=cuda"):
+            resolve_device("cuda:0", local_rank=1, local_world_size=2)
+    else:
+        for name in ("cuda", "cuda:0"):  # never a silent fallback to the CPU
+            with pytest.raises(ValueError, match=f"trainer.device={name}: no CUDA GPU"):
+                resolve_device(name)
+
+
+# --------------------------------------------------------------------------- resume with changed values
+def test_resume_refuses_changed_hyperparameters_unless_allowed(tiny_synthetic, tmp_path):
+    base = ("schedule.min_factor=0.1", "optim.base_lr=0.002")  # a non-zero final learning rate
+    fit(compose_config(tiny_overrides(tiny_synthetic, tmp_path, *base)), tmp_path)
+    stored = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    changed = tiny_overrides(tiny_synthetic, tmp_path, *base, "optim.base_lr=0.004", "optim.weight_decay=0.5")
+    with pytest.raises(ConfigError) as error:
+        Trainer(compose_config(changed), tmp_path)
+    message = str(error.value)
+    assert "optim.base_lr: 0.002 -> 0.004" in message and "optim.weight_decay: 0.0001 -> 0.5" in message
+    assert "trainer.resume_allow_changes=true" in message
+    assert str(tmp_path / "checkpoints" / "last.pt") in message
+    assert message.count(" -> ") == 2  # nothing else is reported as changed
+
+    trainer = Trainer(compose_config([*changed, "trainer.resume_allow_changes=true"]), tmp_path)
+    try:
+        assert trainer.global_step == stored["global_step"] == 5
+        # The new values apply from the resumed step: twice the peak, so twice the learning rate
+        # the schedule gives at step 5, and the new weight decay; the Adam moments are the checkpoint's.
+        for group, old in zip(trainer.optimizer.param_groups, stored["optimizer"]["param_groups"]):
+            assert group["initial_lr"] == pytest.approx(2 * old["initial_lr"], rel=1e-9)
+            assert group["lr"] == pytest.approx(2 * old["lr"], rel=1e-9) and old["lr"] > 0
+            assert group["weight_decay"] == (0.5 if old["weight_decay"] else 0.0)
+        moments = trainer.optimizer.state_dict()["state"]
+        for index, state in stored["optimizer"]["state"].items():
+            assert torch.equal(moments[index]["exp_avg"], state["exp_avg"])
+    finally:
+        trainer.close()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any("optim.base_lr: 0.002 -> 0.004" in r.get("resume/changed", "") for r in rows)
+
+
+def test_changed_hyperparameters_reads_the_stored_yaml_without_resolving_it(demo_config):
+    resolved = OmegaConf.to_yaml(demo_config, resolve=True)  # as checkpoints store it
+    stored = resolved.replace("base_lr: 0.003", "base_lr: ${oc.env:HOME}")
+    changes = changed_hyperparameters(stored, demo_config)
+    assert changes == [("optim.base_lr", "${oc.env:HOME}", 0.003)]
+    assert changed_hyperparameters(resolved, demo_config) == []
+    assert changed_hyperparameters(None, demo_config) == []

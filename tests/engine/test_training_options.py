@@ -1,5 +1,5 @@
-"""Gradient accumulation, bf16 autocast, EMA, precise BN, SyncBN, W&B offline logging, multirun
-sweeps and compare_runs."""
+"""Gradient accumulation, bf16 autocast (and its CPU conv3d guard), skipped non-finite steps, EMA,
+precise BN, SyncBN, W&B offline logging, multirun sweeps and compare_runs."""
 
 import copy
 import json
@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from helpers import NO_BN_MODEL, compose_config, tiny_overrides
 from torch import nn
 
-from helpers import NO_BN_MODEL, compose_config, tiny_overrides
 from videocls import create_model
+from videocls.engine.amp import autocast, conv3d_input_smaller_than_kernel
 from videocls.engine.distributed import DistEnv
 from videocls.engine.trainer import Trainer, fit, recompute_bn_stats
 
@@ -38,9 +40,68 @@ def test_accumulating_k_batches_matches_one_k_times_larger_batch(tiny_synthetic,
     assert torch.load(accumulated / "checkpoints" / "last.pt", weights_only=True)["global_step"] == 5
 
 
+def test_leftover_micro_batches_are_not_run_nor_leak_into_the_next_epoch(tiny_synthetic, tmp_path):
+    # 20 videos in batches of 2 = 10 micro-batches: 3 steps of 3 and one leftover per epoch. The
+    # leftover is dropped, so two epochs equal two epochs of batches of 6 (the loader drops the
+    # incomplete last batch of 2 there): same clips per step, same order, same schedule.
+    accumulated = tmp_path / "acc"
+    fit(compose_config(tiny_overrides(tiny_synthetic, accumulated, *NO_BN, "data.batch_size=2",
+                                      "trainer.accumulate_grad_batches=3", "trainer.max_epochs=2")), accumulated)
+    large = tmp_path / "large"
+    fit(compose_config(tiny_overrides(tiny_synthetic, large, *NO_BN, "data.batch_size=6",
+                                      "trainer.max_epochs=2")), large)
+    a, b = _weights(accumulated), _weights(large)
+    for name in b:
+        assert torch.allclose(a[name], b[name], atol=1e-5), name
+    state = torch.load(accumulated / "checkpoints" / "last.pt", weights_only=True)
+    assert state["global_step"] == 6 and state["epoch"] == 2
+
+
+def test_cpu_bf16_runs_convs_shorter_than_their_kernel_in_fp32():
+    # The configurations where oneDNN's bf16 conv3d weight gradient came out NaN on an AVX-512
+    # CPU (videocls/engine/amp.py): every output frame reads padding. Checked on any CPU by what
+    # the guard computes, not by whether this CPU has the bug.
+    def call(t, k):
+        return (torch.zeros(1, 1, t, 4, 4), torch.zeros(1, 1, k, 1, 1)), {}
+
+    for t, k in ((1, 2), (2, 3), (3, 5), (4, 5)):
+        assert conv3d_input_smaller_than_kernel(*call(t, k)), (t, k)
+    for t, k in ((3, 3), (5, 5), (8, 3), (2, 1)):
+        assert not conv3d_input_smaller_than_kernel(*call(t, k)), (t, k)
+    assert conv3d_input_smaller_than_kernel((torch.zeros(1, 1, 4, 4, 4), torch.zeros(1, 1, 3, 1, 1)),
+                                            {"dilation": (2, 1, 1)})  # dilated kernel spans 5 frames
+
+    torch.manual_seed(0)
+    cpu = torch.device("cpu")
+    short = nn.Conv3d(32, 16, (3, 1, 1), padding=(1, 0, 0))
+    x, grad = torch.randn(4, 32, 2, 8, 8), torch.randn(4, 16, 2, 8, 8).bfloat16()
+    with autocast(cpu, "bf16"):
+        y = short(x)
+    y.backward(grad)
+    reference = nn.Conv3d(32, 16, (3, 1, 1), padding=(1, 0, 0))
+    reference.load_state_dict(short.state_dict())
+    y32 = reference(x)
+    y32.backward(grad.float())
+    assert y.dtype == torch.bfloat16 and torch.equal(y, y32.bfloat16())  # fp32 compute, bf16 out
+    assert torch.allclose(short.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(short.weight.grad).all()
+
+    long = nn.Conv3d(32, 16, (3, 1, 1), padding=(1, 0, 0))
+    x = torch.randn(4, 32, 4, 8, 8)
+    with autocast(cpu, "bf16"):
+        guarded = long(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = F.conv3d(x, long.weight, long.bias, 1, (1, 0, 0))
+    assert torch.equal(guarded, plain)  # every other convolution still runs in bf16
+
+
 def test_bf16_autocast_trains_on_cpu(tiny_synthetic, tmp_path):
+    # The 4-frame model has T=2 at res4, where oneDNN's AVX-512 bf16 weight gradient can be NaN
+    # (videocls/engine/amp.py): with the fp32 guard no step is lost, on any CPU.
     summary = fit(compose_config(tiny_overrides(tiny_synthetic, tmp_path, "trainer.precision=bf16")), tmp_path)
     assert summary["num_videos"] == 10
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert state["skipped_steps"] == 0 and state["global_step"] == 5
     weights = _weights(tmp_path)
     assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
 
@@ -56,6 +117,61 @@ def test_fp16_with_grad_scaler_on_gpu(tiny_synthetic, tmp_path):
     assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
     # The weights moved: fp16 steps were not all skipped as overflows.
     assert state["global_step"] == 5 and state["scaler"]["scale"] >= 2.0**10
+
+
+def test_non_finite_gradient_skips_the_step_names_the_parameter_and_counts_it(tiny_synthetic, tmp_path, caplog):
+    cfg = compose_config(tiny_overrides(tiny_synthetic, tmp_path, "trainer.log_every_n_steps=1"))
+    trainer = Trainer(cfg, tmp_path)
+    name, param = "head.proj.weight", trainer.model.get_parameter("head.proj.weight")
+    backwards = []
+
+    def poison_second_step(grad):  # as the oneDNN bug did: one parameter's gradient is NaN
+        backwards.append(1)
+        return grad * float("nan") if len(backwards) == 2 else grad
+
+    param.register_hook(poison_second_step)
+    seen = []  # the parameters at each forward: the weights after the previous step
+    trainer.model.register_forward_pre_hook(
+        lambda module, _: seen.append({k: v.detach().clone() for k, v in module.named_parameters()}))
+    try:
+        with caplog.at_level("WARNING", logger="videocls.engine.trainer"):
+            trainer.fit()
+    finally:
+        trainer.close()
+    first, before, after_skip, after_next = seen[0], seen[1], seen[2], seen[3]
+    assert any(not torch.equal(first[k], before[k]) for k in first)  # step 1 moved the weights
+    assert all(torch.equal(before[k], after_skip[k]) for k in before)  # step 2 was skipped
+    assert any(not torch.equal(after_skip[k], after_next[k]) for k in before)  # step 3 proceeded
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert trainer.skipped_steps == state["skipped_steps"] == 1 and state["global_step"] == 5
+    assert all(torch.isfinite(w).all() for w in state["model"].values() if w.is_floating_point())
+    skip_logs = [r.getMessage() for r in caplog.records if "skipped optimiser step" in r.getMessage()]
+    assert len(skip_logs) == 1 and name in skip_logs[0] and "1 parameter(s)" in skip_logs[0]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["train/skipped_steps"] for r in rows if "train/skipped_steps" in r and "train/loss" in r]
+    assert logged == [0, 1, 1, 1, 1]
+
+
+def test_gradient_norm_leaves_gradients_alone_and_clipping_scales_them(tiny_synthetic, tmp_path):
+    cfg = compose_config(tiny_overrides(tiny_synthetic, tmp_path))
+    trainer = Trainer(cfg, tmp_path)
+    try:
+        params = [p for p in trainer.model.parameters()]
+        at_step = []
+        trainer.optimizer.register_step_pre_hook(lambda *_: at_step.append([p.grad.clone() for p in params]))
+        torch.manual_seed(0)
+        grads = [torch.randn_like(p) for p in params]
+        norm = torch.cat([g.flatten() for g in grads]).norm().item()
+        for clip, factor in ((None, 1.0), (0.5, 0.5 / (norm + 1e-6))):
+            trainer.cfg.trainer.grad_clip = clip
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            assert trainer._optimizer_step() == pytest.approx(norm, rel=1e-5)
+            for seen, g in zip(at_step[-1], grads):
+                assert torch.allclose(seen, g * factor, rtol=1e-5, atol=1e-8)
+        assert trainer.skipped_steps == 0
+    finally:
+        trainer.close()
 
 
 def test_ema_weights_are_the_decayed_average_of_every_step(tiny_synthetic, tmp_path):

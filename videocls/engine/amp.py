@@ -57,6 +57,10 @@ def conv3d_input_smaller_than_kernel(args: tuple, kwargs: dict) -> bool:
     return any(size < k for size, k in zip(x.shape[-3:], kernel))
 
 
+def _fp32(value):
+    return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+
+
 class Fp32ShortConv3d(TorchFunctionMode):
     """Run the ``conv3d`` calls that hit the CPU bf16 weight-gradient bug in fp32 (module docstring)."""
 
@@ -64,9 +68,8 @@ class Fp32ShortConv3d(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is torch.conv3d and conv3d_input_smaller_than_kernel(args, kwargs):
             out_dtype = torch.get_autocast_dtype("cpu")
-            args = tuple(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
-            kwargs = {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
-                      for k, v in kwargs.items()}
+            args = tuple(_fp32(a) for a in args)
+            kwargs = {k: _fp32(v) for k, v in kwargs.items()}
             with torch.autocast("cpu", enabled=False):
                 return func(*args, **kwargs).to(out_dtype)
         return func(*args, **kwargs)

@@ -26,17 +26,46 @@ class DistEnv:
         return self.world_size > 1
 
 
+def resolve_device(device: str, local_rank: int = 0, local_world_size: int = 1) -> torch.device:
+    """The device ``trainer.device`` names: ``auto``, ``cpu``, ``cuda`` (this rank's GPU,
+    ``cuda:LOCAL_RANK``) or ``cuda:N`` (GPU N, one process per node). Anything else, or a CUDA
+    device that is not there, raises ValueError: training must never fall back to the CPU silently."""
+    device = str(device)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return torch.device("cpu")
+    if device != "cuda" and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise ValueError(f"trainer.device={device!r}: use cuda, cuda:N, cpu or auto")
+    if not torch.cuda.is_available():
+        raise ValueError(f"trainer.device={device}: no CUDA GPU is visible to PyTorch "
+                         f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); "
+                         "use trainer.device=cpu")
+    if device == "cuda":
+        index = local_rank
+    else:
+        index = int(device[5:])
+        if local_world_size > 1:
+            raise ValueError(f"trainer.device={device} with {local_world_size} processes on this node: "
+                             "use trainer.device=cuda (each torchrun rank takes cuda:LOCAL_RANK) and "
+                             "choose the GPUs with CUDA_VISIBLE_DEVICES")
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"trainer.device={device}: GPU {index} does not exist "
+                         f"({torch.cuda.device_count()} visible)")
+    return torch.device("cuda", index)
+
+
 def init_distributed(device: str = "auto", timeout_s: int = 1800) -> DistEnv:
-    """Read RANK/LOCAL_RANK/WORLD_SIZE (set by torchrun) and join the process group."""
+    """Read RANK/LOCAL_RANK/WORLD_SIZE (set by torchrun), pick the device (``resolve_device``)
+    and join the process group."""
     rank = int(os.environ.get("RANK", 0))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    dev = resolve_device(device, local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    use_cuda = dev.type == "cuda"
     if use_cuda:
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
     else:
-        dev = torch.device("cpu")
         # Denormal floats (tiny gradients, zero-initialised BN branches) make CPU kernels
         # ten times slower; flushing them to zero changes nothing a model can learn from.
         torch.set_flush_denormal(True)
@@ -76,6 +105,13 @@ def all_gather_objects(obj) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over ranks in place (unchanged without a process group)."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
 
 
 def broadcast_object(obj, src: int = 0):

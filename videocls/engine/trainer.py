@@ -26,8 +26,25 @@ from tqdm import tqdm
 
 from videocls.data.loader import build_loader
 from videocls.data.mix import Mixup, batch_generator
-from videocls.engine.checkpoint import PreemptionFlag, load_checkpoint, rng_state, save_atomic, set_rng_state
-from videocls.engine.distributed import DistEnv, all_gather_objects, any_rank, barrier, broadcast_object, init_distributed, share_cpu_cores, shutdown
+from videocls.engine.checkpoint import (
+    PreemptionFlag,
+    load_checkpoint,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+)
+from videocls.engine.config_checks import ConfigError, changed_hyperparameters, check_config, format_changes
+from videocls.engine.distributed import (
+    DistEnv,
+    all_gather_objects,
+    all_reduce_sum_,
+    any_rank,
+    barrier,
+    broadcast_object,
+    init_distributed,
+    share_cpu_cores,
+    shutdown,
+)
 from videocls.engine.evaluator import EvalResult, autocast, evaluate, to_device
 from videocls.engine.logging import RunLogger
 from videocls.engine.losses import SoftTargetCrossEntropy
@@ -50,7 +67,14 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 def recompute_bn_stats(model: nn.Module, loader, num_batches: int, env: DistEnv, precision: str) -> None:
     """Precise BN (PySlowFast): re-estimate BatchNorm statistics as a true average over batches.
 
-    Running averages with momentum lag behind the final weights; this replaces them.
+    Running averages with momentum lag behind the final weights; this replaces them. Each
+    statistic is the average of the per-batch statistics (means and unbiased variances, as
+    PySlowFast's precise BN; not the pooled variance of all features).
+
+    Under DDP every rank sees its own shard, so the per-rank averages are then averaged over
+    ranks, weighted by each rank's batch count: every rank ends with the statistics a single
+    process would compute from all ranks' batches, and the saved checkpoint (rank 0's) holds
+    the statistics every rank evaluated with.
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns or num_batches <= 0:
@@ -66,6 +90,15 @@ def recompute_bn_stats(model: nn.Module, loader, num_batches: int, env: DistEnv,
             break
         with autocast(env.device, precision):
             model(to_device(batch["video"], env.device))
+    if env.distributed:
+        for bn in bns:
+            count = bn.num_batches_tracked.to(bn.running_mean.dtype)
+            packed = torch.cat([bn.running_mean * count, bn.running_var * count, count.view(1)])
+            all_reduce_sum_(packed)
+            total = packed[-1].clamp(min=1)
+            bn.running_mean.copy_(packed[: bn.num_features] / total)
+            bn.running_var.copy_(packed[bn.num_features : 2 * bn.num_features] / total)
+            bn.num_batches_tracked.fill_(int(packed[-1].item()))
     for bn, momentum in zip(bns, momenta):
         bn.momentum = momentum
     model.train(was_training)
@@ -75,6 +108,7 @@ class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: str | Path) -> None:
         self.cfg = cfg
         t = cfg.trainer
+        check_config(cfg, training=True)  # before any work: bad values name their key
         self.env = init_distributed(t.device)
         # Each rank's Hydra picks its own timestamped dir; rank 0's is the run's (and resume's).
         self.run_dir = Path(broadcast_object(str(run_dir)))
@@ -110,6 +144,10 @@ class Trainer:
         self.global_batch = self.data.batch_size * self.env.world_size * self.accumulate
         self.optimizer = instantiate(cfg.optim)(model, global_batch_size=self.global_batch)
         self.steps_per_epoch = len(self.train_loader) // self.accumulate
+        # The micro-batches after the last full accumulation are not run (as the official
+        # TimeSformer): run, they would either leak gradients into the next epoch or make a
+        # smaller, differently scaled step.
+        self.batches_per_epoch = self.steps_per_epoch * self.accumulate
         if self.steps_per_epoch == 0:
             raise ValueError(
                 f"an epoch has {len(self.train_loader)} batches, fewer than accumulate_grad_batches={self.accumulate}"
@@ -125,6 +163,9 @@ class Trainer:
         self.epoch, self.global_step, self.batches_done = 0, 0, 0
         self.best_metric = -math.inf
         self.skipped: dict[str, str] = {}
+        self.skipped_steps = 0  # optimiser steps skipped for a non-finite gradient norm
+        # The weights validation, best.pt and results.json are computed with.
+        self.eval_weights = "ema" if self.ema is not None else "model"
         self.logger = RunLogger(self.run_dir, enabled=self.env.is_main,
                                 config=OmegaConf.to_container(cfg, resolve=True), **cfg.logger)
         self._resume()
@@ -147,6 +188,7 @@ class Trainer:
             "global_step": self.global_step,
             "batches_done": self.batches_done,
             "best_metric": self.best_metric,
+            "skipped_steps": self.skipped_steps,
             "rng": rng_state(),
             "model_name": self.cfg.model.name,
             "config": OmegaConf.to_yaml(self.cfg, resolve=True),
@@ -167,18 +209,62 @@ class Trainer:
                 raise FileNotFoundError(f"trainer.resume={choice}: no such checkpoint")
             return
         state = load_checkpoint(path)
+        changes = self._check_resume_config(path, state.get("config"), state.get("global_step", 0))
+        # The hyper-parameters of the optimiser's groups as this run's config sets them.
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if changes:
+            self._apply_config_hyperparameters(fresh)
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.batches_done, self.best_metric = state["batches_done"], state["best_metric"]
+        self.skipped_steps = int(state.get("skipped_steps", 0))
         set_rng_state(state["rng"])
         if self.env.is_main:
             log.info("resumed from %s at epoch %d, batch %d (global step %d)",
                      path, self.epoch, self.batches_done, self.global_step)
+
+    def _check_resume_config(self, path: Path, stored_config, stored_step) -> list:
+        """Refuse to resume with other optim/schedule/loss/model/batch/epoch values than the
+        checkpoint's (they would be silently ignored or half applied) unless
+        ``trainer.resume_allow_changes=true``; then warn, log, and let the new values apply."""
+        changes = changed_hyperparameters(stored_config, self.cfg)
+        if not changes:
+            return []
+        listing = format_changes(changes)
+        if not self.cfg.trainer.get("resume_allow_changes", False):
+            raise ConfigError(
+                f"{path}: this run's configuration differs from the checkpoint's it would resume:\n"
+                f"  {listing}\n"
+                "Resume with the checkpoint's values, start a new run (another hydra.run.dir, or "
+                "trainer.resume=never), or pass trainer.resume_allow_changes=true to continue with the new "
+                "values (weights, optimiser moments and the step count come from the checkpoint)")
+        if self.env.is_main:
+            log.warning("resuming %s with changed hyper-parameters (trainer.resume_allow_changes=true); "
+                        "the new values apply from the resumed step:\n  %s", path, listing)
+            self.logger.log({"resume/changed": "; ".join(f"{k}: {o!r} -> {n!r}" for k, o, n in changes)},
+                            step=int(stored_step))
+        return changes
+
+    def _apply_config_hyperparameters(self, fresh: list[dict]) -> None:
+        """After loading the optimiser and scheduler state, put back the config's group
+        hyper-parameters (learning rate, weight decay, momentum, ...) and set the learning rate
+        the schedule gives at the resumed step."""
+        if len(fresh) != len(self.optimizer.param_groups):
+            return
+        for group, values in zip(self.optimizer.param_groups, fresh):
+            group.update(values)
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.LambdaLR):
+            self.scheduler.base_lrs = [values["initial_lr"] for values in fresh]
+            step = self.scheduler.last_epoch
+            lrs = [base * fn(step) for base, fn in zip(self.scheduler.base_lrs, self.scheduler.lr_lambdas)]
+            for group, lr in zip(self.optimizer.param_groups, lrs):
+                group["lr"] = lr
+            self.scheduler._last_lr = lrs
 
     # ----------------------------------------------------------------------------- training
     def _sync_context(self, batch_index: int):
@@ -189,19 +275,46 @@ class Trainer:
         return nullcontext()
 
     def _optimizer_step(self) -> float:
+        """Clip, step, advance the schedule; returns the global gradient norm (before clipping).
+
+        A non-finite norm skips the update, as a GradScaler does for fp16 overflows: the
+        gradients are dropped, the weights, the optimiser state and the EMA stay as they were,
+        and the parameters with non-finite gradients are named. The schedule still advances and
+        the step still counts, so the learning rate stays a function of the step (what resuming
+        relies on); skipped steps are counted (``train/skipped_steps``).
+        """
         t = self.cfg.trainer
         self.scaler.unscale_(self.optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
-        max_norm = t.grad_clip if t.grad_clip else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm).item()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        # The norm alone does not touch the gradients (clip_grad_norm_(inf) would multiply them
+        # all by inf / NaN = NaN); they are scaled only when clipping is asked for.
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        grad_norm = norm.item()
+        if math.isfinite(grad_norm):
+            if t.grad_clip:
+                torch.nn.utils.clip_grads_with_norm_(params, t.grad_clip, norm)
+            self.scaler.step(self.optimizer)
+        else:
+            self._skip_step(grad_norm)
+        self.scaler.update()  # after a skip it lowers the fp16 scale (unscale_ recorded the inf)
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        if self.ema is not None:
+        if self.ema is not None and math.isfinite(grad_norm):
             self.ema.update_parameters(self.model)
         self.global_step += 1
         return grad_norm
+
+    def _skip_step(self, grad_norm: float) -> None:
+        self.skipped_steps += 1
+        if not self.env.is_main:
+            return
+        bad = [name for name, p in self.model.named_parameters()
+               if p.grad is not None and not torch.isfinite(p.grad).all()]
+        # fp16 overflows are routine while the GradScaler finds its scale: no alarm for them.
+        level = logging.DEBUG if self.precision == "16" else logging.WARNING
+        log.log(level, "skipped optimiser step %d (epoch %d): gradient norm %s; non-finite gradients in "
+                "%d parameter(s): %s (%d steps skipped so far)", self.global_step, self.epoch, grad_norm,
+                len(bad), ", ".join(bad[:10]) + (", ..." if len(bad) > 10 else ""), self.skipped_steps)
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         if any_rank(not torch.isfinite(loss).item()):
@@ -219,14 +332,18 @@ class Trainer:
         self.train_set.set_epoch(self.epoch)
         self.train_loader.sampler.set_epoch(self.epoch, start=self.batches_done * self.data.batch_size)
         self.train_model.train()
-        total = len(self.train_loader) + self.batches_done
+        total = self.batches_per_epoch
         bar = tqdm(total=total, initial=self.batches_done, desc=f"epoch {self.epoch}",
                    disable=not (self.env.is_main and sys.stderr.isatty()), leave=False)
         wait_start, last = time.perf_counter(), time.perf_counter()
         data_time, clips, losses = 0.0, 0, []
         for i, batch in enumerate(self.train_loader, start=self.batches_done):
+            if i >= self.batches_per_epoch:
+                break  # leftover micro-batches of an incomplete accumulation are not run
             data_time += time.perf_counter() - wait_start
             for path, reason in batch["skipped"]:
+                if path not in self.skipped:  # one warning per video and run, not per item or worker
+                    log.warning("skipping unreadable training video %s: %s", path, reason)
                 self.skipped.setdefault(path, reason)
             video = to_device(batch["video"], self.env.device, t.channels_last)
             label = batch["label"].to(self.env.device, non_blocking=True)
@@ -251,6 +368,7 @@ class Trainer:
                     "train/loss": sum(losses) / len(losses),
                     "train/lr": self.optimizer.param_groups[0]["lr"],
                     "train/grad_norm": grad_norm,
+                    "train/skipped_steps": self.skipped_steps,
                     "train/clips_per_s": clips * self.env.world_size / elapsed,
                     "train/data_wait_frac": data_time / elapsed,
                     "train/gpu_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0,
@@ -281,11 +399,13 @@ class Trainer:
         metric = result.video[t.best_metric] if t.best_metric in result.video else result.clip[t.best_metric]
         metrics = {f"val/clip_{k}": v for k, v in result.clip.items()}
         metrics.update({f"val/video_{k}": v for k, v in result.video.items()})
-        metrics.update({"epoch": self.epoch, "data/skipped_videos": len(self.skipped)})
+        metrics.update({"epoch": self.epoch, "data/skipped_videos": len(self.skipped),
+                        "train/skipped_steps": self.skipped_steps})
         self.logger.log(metrics, step=self.global_step)
         if self.env.is_main:
-            log.info("epoch %d: val %s, skipped videos %d", self.epoch,
-                     ", ".join(f"video {k} {v:.3f}" for k, v in result.video.items()), len(self.skipped))
+            log.info("epoch %d: val %s, skipped videos %d, skipped steps %d", self.epoch,
+                     ", ".join(f"video {k} {v:.3f}" for k, v in result.video.items()), len(self.skipped),
+                     self.skipped_steps)
         if metric > self.best_metric:
             self.best_metric = metric
             self.save("best.pt")
@@ -296,42 +416,88 @@ class Trainer:
             (self.run_dir / "skipped_videos.tsv").write_text("\n".join(lines) + "\n")
 
     def fit(self) -> dict | None:
-        """Train to ``trainer.max_epochs``, then run the test protocol; returns the results (rank 0)."""
+        """Train to ``trainer.max_epochs``, then run the test protocol; returns the results (rank 0).
+
+        SIGTERM/SIGUSR1 (any rank) saves ``last.pt`` at the next optimiser step, or, when it
+        comes during validation, once the epoch is validated and saved, then raises
+        :class:`Preempted` (``tools/train.py`` exits 128 + the signal number); rerunning the
+        same command resumes there. For the final test, see :meth:`test`.
+        """
         t = self.cfg.trainer
         with PreemptionFlag() as preempt:
             while self.epoch < t.max_epochs:
-                if not self.train_epoch(preempt):
-                    self._write_skipped()
-                    if self.env.is_main:
-                        log.warning("stopped by signal at epoch %d, batch %d; rerun the same command to resume",
-                                    self.epoch, self.batches_done)
-                    return None
-                self.epoch, self.batches_done = self.epoch + 1, 0
-                # Every rank skips its own bad videos; merge them so rank 0 reports them all.
-                for shard in all_gather_objects(self.skipped):
-                    self.skipped.update(shard)
-                if self.epoch % t.eval_period == 0 or self.epoch == t.max_epochs:
-                    self._record_epoch(self.validate())
-                if self.epoch % t.checkpoint_period == 0 or self.epoch == t.max_epochs:
+                try:
+                    stopped = not self.train_epoch(preempt)
+                    if not stopped:
+                        self.epoch, self.batches_done = self.epoch + 1, 0
+                        # Every rank skips its own bad videos; merge them so rank 0 reports them all.
+                        for shard in all_gather_objects(self.skipped):
+                            self.skipped.update(shard)
+                        if self.epoch % t.eval_period == 0 or self.epoch == t.max_epochs:
+                            self._record_epoch(self.validate())
+                        saved = self.epoch % t.checkpoint_period == 0 or self.epoch == t.max_epochs
+                        if saved:
+                            self.save()
+                        # A signal during validation or the save: the epoch is complete; keep it.
+                        stopped = any_rank(bool(preempt))
+                        if stopped and not saved:
+                            self.save()
+                except RuntimeError as exc:
+                    signum = worker_killed_by_signal(exc)
+                    if signum is None:
+                        raise
+                    # A loader worker died of the job's signal before its init could ignore it.
+                    # Workers start only when a loader's iteration starts, so the loop is at a
+                    # step boundary: the state is consistent and saved as is (rank 0; under DDP
+                    # the other ranks are left waiting in a collective for the launcher to end).
+                    preempt.received = preempt.received or signum
+                    log.warning("%s: the job's signal, so this is preemption", str(exc).strip())
                     self.save()
+                    stopped = True
+                if stopped:
+                    self._write_skipped()
+                    stop = Preempted(preempt.received, f"stopped by {{signal}} at epoch {self.epoch}, batch "
+                                     f"{self.batches_done} (global step {self.global_step}); saved "
+                                     f"{self.ckpt_dir / 'last.pt'}: rerun the same command to resume")
+                    if self.env.is_main:
+                        log.warning("%s", stop)
+                    raise stop
         return self.test()
 
     def test(self) -> dict | None:
-        """The final test protocol (``test.*``) on the validation split, with all its reports."""
+        """The final test protocol (``test.*``) on the validation split, with all its reports.
+
+        SIGTERM/SIGUSR1 raises :class:`Preempted` at once (exit 128 + the signal number).
+        """
         model = self.ema.module if self.ema is not None else self.model
         self._write_skipped()
         extra = {"checkpoint": str(self.ckpt_dir / "last.pt"), "wandb_dir": self.logger.wandb_dir,
                  "skipped_videos_train": len(self.skipped)}
-        return run_test(model, self.data, self.cfg.test, self.env, self.run_dir, self.precision,
-                        self.cfg.trainer.seed, self.logger, self.global_step, extra,
-                        title=f"{self.cfg.model.name} on {Path(self.data.val_list).name}")
+        # The test changes no training state and last.pt already holds the finished training, so
+        # a signal stops it at once (Preempted) instead of at the end of a long evaluation; a
+        # rerun of the same command finds last.pt at max_epochs and runs the test again.
+        message = (f"stopped by {{signal}} during the final test; {self.ckpt_dir / 'last.pt'} holds the "
+                   "finished training: rerun the same command to run the test again")
+        with PreemptionFlag(interrupt=True, message=message):
+            return run_test(model, self.data, self.cfg.test, self.env, self.run_dir, self.precision,
+                            self.cfg.trainer.seed, self.logger, self.global_step, extra,
+                            title=f"{self.cfg.model.name} on {Path(self.data.val_list).name}")
 
     def close(self) -> None:
-        self.logger.finish()
-        shutdown()
+        try:
+            self.logger.finish()
+            shutdown()
+        finally:
+            if self.run_lock is not None:
+                self.run_lock.release()
 
 
 def fit(cfg: DictConfig, run_dir: str | Path) -> dict | None:
+    """Train and test as configured; the results on rank 0, None on the others.
+
+    Raises :class:`~videocls.engine.checkpoint.Preempted` on SIGTERM/SIGUSR1 after saving
+    ``last.pt``; :class:`~videocls.engine.run_lock.RunDirInUse` when another run holds ``run_dir``.
+    """
     trainer = Trainer(cfg, run_dir)
     try:
         return trainer.fit()

@@ -30,7 +30,9 @@ def canonical_aggregation(method: str) -> str:
     return method
 
 
-def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+def topk_accuracy(
+    scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)
+) -> dict[str, float]:
     """Fraction of rows whose label is among the ``k`` highest scores (k capped at #classes)."""
     if scores.shape[0] == 0:
         return {f"top{k}": float("nan") for k in ks}
