@@ -259,3 +259,30 @@ def test_build_optimizer_sgd_is_pyslowfast_sgd():
     opt = build_optimizer(net, global_batch_size=128, name="sgd", base_lr=0.1, base_batch_size=64)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.2)  # 0.1 * 128 / 64
     assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9 and opt.defaults["dampening"] == 0
+
+
+# ----------------------------------------------------------------------------- what training logs
+def test_training_logs_the_official_lr_at_every_step(tiny_synthetic, tmp_path):
+    """A real (tiny) run with PySlowFast's cosine and a warm-up ending mid-epoch: every logged
+    ``train/lr`` (after step g, the LR of the next step) is the official formula at g / steps."""
+    import json
+
+    from helpers import tiny_overrides
+    from videocls.engine.trainer import fit
+
+    run_dir = tmp_path / "run"
+    cfg = compose_config(tiny_overrides(
+        tiny_synthetic, run_dir, "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
+        "trainer.eval_period=2", "schedule.cosine_after_warmup=false", "schedule.warmup_epochs=0.5",
+        "schedule.warmup_start_factor=0.1", "schedule.min_factor=0.05", "test.num_clips=1",
+    ))
+    fit(cfg, run_dir)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = {row["step"]: row["train/lr"] for row in rows if "train/lr" in row}
+    peak = next(row["lr_scaled"] for row in rows if "lr_scaled" in row)
+    steps_per_epoch = max(logged) // 2
+    assert steps_per_epoch >= 2 and sorted(logged) == list(range(1, 2 * steps_per_epoch + 1))
+    solver = {"LR_POLICY": "cosine", "BASE_LR": peak, "MAX_EPOCH": 2, "WARMUP_EPOCHS": 0.5,
+              "WARMUP_START_LR": 0.1 * peak, "COSINE_END_LR": 0.05 * peak}
+    for step, lr in logged.items():
+        assert lr == pytest.approx(official_lr(solver, step / steps_per_epoch), rel=1e-6), step
