@@ -268,6 +268,7 @@ def test_training_logs_the_official_lr_at_every_step(tiny_synthetic, tmp_path):
     import json
 
     from helpers import tiny_overrides
+
     from videocls.engine.trainer import fit
 
     run_dir = tmp_path / "run"
