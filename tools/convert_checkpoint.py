@@ -9,6 +9,9 @@ torch) into a plain videocls state dict, checked by loading it strictly into the
 DST ending in .safetensors gets a safetensors file; any other name a torch.save of a dict of
 tensors (readable with torch.load(DST, weights_only=True)). --override values are Python
 literals (8, 0.5, (1, 1, 1, 1), True); anything else is passed as a string.
+
+DST is never SRC, and an existing DST (a training last.pt, say) is refused before any work
+unless --force is given; the new file is renamed onto DST only once it is complete.
 """
 
 import argparse
@@ -38,9 +41,13 @@ def main() -> int:
     parser.add_argument("--num-classes", type=int, help="default: the checkpoint's classifier size")
     parser.add_argument("--override", type=_override, nargs="+", action="extend", default=[],
                         metavar="KEY=VALUE", help="model builder arguments, e.g. width=8 dropout=0.0")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing DST (never SRC itself)")
     args = parser.parse_args()
     try:
-        print(convert_checkpoint(args.src, args.dst, args.model, args.num_classes, **dict(args.override)))
+        result = convert_checkpoint(
+            args.src, args.dst, args.model, args.num_classes, overwrite=args.force, **dict(args.override)
+        )
+        print(result)
     except (OSError, KeyError, TypeError, ValueError, RuntimeError) as error:
         print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
         return 1

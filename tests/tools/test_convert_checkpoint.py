@@ -118,3 +118,53 @@ def test_cli_wrong_model_exits_with_an_error_naming_the_file(tiny_pyth, tmp_path
     assert err.startswith(f"error: checkpoint {src} does not fit SlowFast:\n  missing keys (")
     assert "'fast.res2.0.bn_a.bias'" in err and "unexpected keys" in err and "'blocks.0.conv.weight'" in err
     assert not (tmp_path / "out.pt").exists()
+
+
+def _run_tool(argv, monkeypatch, capsys) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["convert_checkpoint.py", *map(str, argv)])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(REPO / "tools" / "convert_checkpoint.py"), run_name="__main__")
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_destination_that_is_the_source_is_refused_before_any_work(tmp_path, monkeypatch, capsys, force):
+    """SRC SRC, and DST a symlink to SRC: refused even with --force, the file untouched. The model
+    name is bogus: the destination is checked before anything else is read or built."""
+    src = tmp_path / "last.pt"
+    torch.save({"model": {"w": torch.zeros(2)}, "optimizer": {}, "epoch": 3}, src)
+    before = src.read_bytes()
+    (tmp_path / "link.pt").symlink_to(src)
+    for dst in (src, tmp_path / "link.pt", tmp_path / "." / "last.pt"):
+        code, err = _run_tool([src, dst, "--model", "no_such_model", *(["--force"] if force else [])],
+                              monkeypatch, capsys)
+        assert code == 1 and err == f"error: destination {dst} is the source checkpoint {src}: " \
+                                    "write the conversion elsewhere\n"
+        assert src.read_bytes() == before
+
+
+def test_existing_destination_needs_force(tiny_pyth, tmp_path, monkeypatch, capsys):
+    src = tiny_pyth[0]
+    dst = tmp_path / "last.pt"  # a training checkpoint of another run
+    torch.save({"model": {"w": torch.zeros(2)}, "optimizer": {}, "epoch": 3}, dst)
+    before = dst.read_bytes()
+    code, err = _run_tool([src, dst, "--model", "i3d_r50", "--override", "width=8"], monkeypatch, capsys)
+    assert code == 1 and err.startswith(f"error: destination {dst} is an existing file")
+    assert "--force" in err and dst.read_bytes() == before
+
+    code, err = _run_tool([src, dst, "--model", "i3d_r50", "--override", "width=8", "--force"],
+                          monkeypatch, capsys)
+    assert code == 0, err
+    assert torch.load(dst, weights_only=True).keys() == create_model("i3d_r50", num_classes=7,
+                                                                      **TINY_RESNET).state_dict().keys()
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_failed_conversion_leaves_an_existing_destination_as_it_was(tiny_pyth, tmp_path):
+    dst = tmp_path / "out.pt"
+    dst.write_bytes(b"previous")
+    with pytest.raises(RuntimeError, match="does not fit"):
+        convert_checkpoint(tiny_pyth[0], dst, "slowfast_r50", overwrite=True, width=8)
+    assert dst.read_bytes() == b"previous"
+    with pytest.raises(ValueError, match="is a directory"):
+        convert_checkpoint(tiny_pyth[0], tmp_path, "i3d_r50", overwrite=True, width=8)

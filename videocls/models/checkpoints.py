@@ -2,6 +2,11 @@
 
 Format detection only; mapping foreign names onto a model is each family's
 ``checkpoint_filter`` (registered next to the model, so one file tells the whole story).
+
+Weight files are untrusted: nothing in them is executed (``torch.load(weights_only=True)``, a
+numpy-only unpickler, safetensors), and a file that does not parse as the format its name or
+first bytes announce is a ``ValueError`` naming the file and that format, never a parser's own
+exception escaping from deep inside a run.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ StateDict = dict[str, torch.Tensor]
 # Wrapper keys used by the checkpoints we read: videocls ("model"), PySlowFast/pytorchvideo and
 # official TimeSformer ("model_state"), Lightning/Hugging Face exports ("state_dict").
 _WRAPPER_KEYS = ("model_state", "model", "state_dict")
+
+
+class RefusedGlobalError(pickle.UnpicklingError):
+    """A pickle names a global other than numpy's array reconstructors (code, or an object)."""
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -37,7 +46,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to unpickle global {module}.{name}")
+            raise RefusedGlobalError(f"refusing to unpickle global {module}.{name}")
         if module.startswith("numpy.core") and int(np.__version__.split(".")[0]) >= 2:
             module = "numpy._core" + module[len("numpy.core") :]  # pickled under numpy 1.x
         return super().find_class(module, name)
@@ -55,12 +64,37 @@ def _flatten(tree: dict, prefix: str = "") -> StateDict:
 
 
 def load_numpy_pickle(path: str | Path) -> StateDict:
-    """Nested dict of numpy arrays (DeepMind I3D layout) -> ``{"params/Block/Conv_0/kernel": t}``."""
+    """Nested dict of numpy arrays (DeepMind I3D layout) -> ``{"params/Block/Conv_0/kernel": t}``.
+
+    Raises ``RefusedGlobalError`` (a global other than numpy's) or ``ValueError`` (anything else
+    that is not a pickle of a dict of numeric numpy arrays), both naming ``path``.
+    """
     with open(path, "rb") as f:
-        tree = _NumpyOnlyUnpickler(f).load()
+        try:
+            tree = _NumpyOnlyUnpickler(f).load()
+        except RefusedGlobalError as error:
+            raise RefusedGlobalError(f"{path}: {error}") from None
+        except Exception as error:  # noqa: BLE001 - a truncated or foreign file fails in many ways
+            detail = f"{type(error).__name__}: {error}"
+            raise ValueError(f"{path}: not a pickle of numpy arrays ({detail})") from None
     if not isinstance(tree, dict):
         raise ValueError(f"{path}: expected a dict of numpy arrays, got {type(tree).__name__}")
-    return _flatten(tree)
+    try:
+        return _flatten(tree)
+    except (TypeError, ValueError) as error:  # object arrays, strings... cannot become tensors
+        raise ValueError(f"{path}: expected a dict of numeric numpy arrays ({error})") from None
+
+
+def check_floating(state: StateDict, source: str) -> None:
+    """Refuse integer, boolean or complex tensors in a file of weights (``num_batches_tracked``,
+    BatchNorm's step counter, is an integer everywhere). Copying them into a float model casts
+    silently: an int64 file of rounded weights would load as zeros and look like a model."""
+    bad = [k for k, v in state.items() if not v.is_floating_point() and not k.endswith("num_batches_tracked")]
+    if bad:
+        raise ValueError(
+            f"{source}: {len(bad)} weight tensors are not floating point, e.g. '{bad[0]}' has dtype "
+            f"{state[bad[0]].dtype}; a weights file must hold float tensors"
+        )
 
 
 def _unwrap(obj: object, path: Path) -> StateDict:
@@ -72,7 +106,8 @@ def _unwrap(obj: object, path: Path) -> StateDict:
             return dict(obj)
     raise ValueError(
         f"{path}: not a recognised checkpoint (expected a state dict, or one under "
-        f"{'/'.join(_WRAPPER_KEYS)}); top-level keys: {list(obj)[:10] if isinstance(obj, dict) else type(obj)}"
+        f"{'/'.join(_WRAPPER_KEYS)}); top-level keys: "
+        f"{list(obj)[:10] if isinstance(obj, dict) else type(obj)}"
     )
 
 
@@ -84,17 +119,29 @@ def load_state_dict_any(path: str | Path) -> StateDict:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as error:  # noqa: BLE001 - SafetensorError and friends, re-raised with the file named
+            raise ValueError(
+                f"{path}: not a readable safetensors file (expected the safetensors format its name "
+                f"announces: {type(error).__name__}: {error})"
+            ) from None
     with open(path, "rb") as f:
         is_zip = f.read(2) == b"PK"  # torch.save's format; a plain pickle is numpy or legacy torch
     if not is_zip:
         try:
             return load_numpy_pickle(path)
-        except (pickle.UnpicklingError, ValueError, EOFError) as np_error:
+        except (pickle.UnpicklingError, ValueError) as np_error:
             numpy_failure = np_error
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - re-raised with the file named
-        detail = f"{error}" if is_zip else f"{error}; as a numpy pickle: {numpy_failure}"
+        if is_zip:
+            detail = f"expected a torch.save checkpoint (.pt/.pth/.pyth) holding only tensors: {error}"
+        else:
+            detail = (
+                "expected a torch.save checkpoint (.pt/.pth/.pyth) holding only tensors, or a pickle "
+                f"of numpy arrays (DeepMind I3D); as torch: {error}; as a numpy pickle: {numpy_failure}"
+            )
         raise ValueError(f"{path}: not a checkpoint that can be loaded safely ({detail})") from None
     return _unwrap(obj, path)

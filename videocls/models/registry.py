@@ -2,21 +2,34 @@
 
 Each model family registers builders with the default config researchers need to reproduce
 the paper: input frames, sampling rate, crop size, normalisation and reference numbers.
+
+Weights come from one of two places: ``pretrained`` (a checkpoint of the same video model, in
+any format its family's filter reads) or ``init_2d`` (a 2D ImageNet network the family knows how
+to inflate: a timm/torchvision ResNet-50 for the 3D ResNets and SlowFast, a timm ViT for
+TimeSformer). A classifier whose class count differs from the checkpoint's is re-initialised
+with a warning (fine-tuning), or refused with ``strict_head=True`` (evaluation, prediction).
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
+import os
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
-from videocls.models.checkpoints import load_state_dict_any
+from videocls.models.checkpoints import check_floating, load_state_dict_any
 
 StateDict = dict[str, torch.Tensor]
 CheckpointFilter = Callable[[StateDict, nn.Module], StateDict]
+Init2d = Callable[[nn.Module, StateDict], object]
+
+log = logging.getLogger(__name__)
 
 KINETICS_MEAN = (0.45, 0.45, 0.45)
 KINETICS_STD = (0.225, 0.225, 0.225)
@@ -45,24 +58,32 @@ class _Entry:
     builder: Callable[..., nn.Module]
     config: ModelConfig
     checkpoint_filter: CheckpointFilter | None
+    init_2d: Init2d | None = None
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
 def register_model(
-    name: str, config: ModelConfig, checkpoint_filter: CheckpointFilter | None = None
+    name: str,
+    config: ModelConfig,
+    checkpoint_filter: CheckpointFilter | None = None,
+    *,
+    init_2d: Init2d | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: register ``builder(num_classes=..., **overrides) -> nn.Module`` under ``name``.
 
     ``checkpoint_filter`` maps a foreign state dict (PySlowFast, pytorchvideo, DeepMind...) to
     this model's parameter names; it gets the freshly built model to read shapes from.
+    ``init_2d(model, state_2d)`` initialises the model from a 2D image network's state dict.
+    The builder's return annotation names the model class: ``builder_kwargs`` reads its
+    ``__init__`` for the keywords a builder passes on through ``**overrides``.
     """
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = _Entry(builder, config, checkpoint_filter)
+        _REGISTRY[name] = _Entry(builder, config, checkpoint_filter, init_2d)
         return builder
 
     return wrap
@@ -77,27 +98,80 @@ def get_model_config(name: str) -> ModelConfig:
 
 
 def _entry(name: str) -> _Entry:
-    if name not in _REGISTRY:
+    if not isinstance(name, str) or name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
     return _REGISTRY[name]
+
+
+def builder_kwargs(name: str) -> dict[str, object]:
+    """Every keyword ``create_model(name, ...)`` passes to the model, with its default.
+
+    The builder's own keywords come first (their defaults are the registered architecture);
+    a builder with ``**overrides`` also accepts its model class's ``__init__`` keywords. A
+    keyword without a default maps to ``inspect.Parameter.empty``. Used to check the model
+    keys of a stored (untrusted) config before anything is built from it.
+    """
+    builder = _entry(name).builder
+    params = inspect.signature(builder).parameters.values()
+    kwargs: dict[str, object] = {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        model_class = typing.get_type_hints(builder).get("return")
+        if not isinstance(model_class, type):
+            raise TypeError(f"builder of {name!r} takes **overrides but its return annotation names no class")
+        for param in list(inspect.signature(model_class.__init__).parameters.values())[1:]:
+            if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+                kwargs[param.name] = param.default
+    for param in params:
+        if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+            kwargs[param.name] = param.default
+    return kwargs
 
 
 def create_model(
     name: str,
     pretrained: str | Path | None = None,
     num_classes: int | None = None,
+    *,
+    strict_head: bool = False,
+    init_2d: str | Path | None = None,
     **overrides,
 ) -> nn.Module:
     """Build a registered model, optionally loading weights from a local file.
 
-    ``pretrained`` is a path; its format is detected. When ``num_classes`` differs from the
-    checkpoint's, only the classifier (``model.classifier_prefix``) is left re-initialised.
+    ``pretrained`` is a checkpoint of this model (format detected, foreign names mapped). When
+    ``num_classes`` differs from the checkpoint's, ``strict_head=False`` (fine-tuning) leaves
+    the classifier (``model.classifier_prefix``) freshly initialised and logs a warning saying
+    so; ``strict_head=True`` (evaluation, prediction: a random head would report numbers)
+    raises ValueError naming the file and both class counts.
+
+    ``init_2d`` is a 2D ImageNet checkpoint the family inflates (see the module docstring);
+    the classifier stays freshly initialised. With ``pretrained`` too, ``init_2d`` is not read:
+    the strict load would replace every weight it sets (evaluating or fine-tuning a run whose
+    recipe names a 2D initialisation needs neither the 2D file nor the time to inflate it).
     """
     entry = _entry(name)
     model = _build(entry, num_classes, overrides)
     if pretrained is not None:
-        load_weights(model, _read_weights(entry, model, pretrained), source=str(pretrained))
+        state = _read_weights(entry, model, pretrained)
+        load_weights(model, state, source=str(pretrained), strict_head=strict_head)
+        if init_2d is not None:
+            log.info("%s: loaded %s; init_2d=%s not read (the load replaces it)", name, pretrained, init_2d)
+    elif init_2d is not None:
+        _init_from_2d(entry, name, model, init_2d)
     return model
+
+
+def _init_from_2d(entry: _Entry, name: str, model: nn.Module, path: str | Path) -> None:
+    if entry.init_2d is None:
+        families = sorted(n for n, e in _REGISTRY.items() if e.init_2d is not None)
+        raise ValueError(f"{name} has no 2D initialisation (init_2d={path}); models with one: {families}")
+    state = load_state_dict_any(path)
+    check_floating(state, source=str(path))
+    try:
+        entry.init_2d(model, state)
+    except (ValueError, KeyError, RuntimeError) as error:
+        raise ValueError(f"init_2d {path} does not initialise {name}: {error}") from error
+    log.info("%s: initialised from the 2D network %s", name, path)
 
 
 def _build(entry: _Entry, num_classes: int | None, overrides: dict) -> nn.Module:
@@ -117,15 +191,43 @@ def _read_weights(entry: _Entry, model: nn.Module, path: str | Path) -> StateDic
         raise ValueError(f"checkpoint {path} does not map onto {type(model).__name__}: {error}") from error
 
 
-def load_weights(model: nn.Module, state: StateDict, source: str) -> None:
-    """Strict load, except a classifier whose shape differs (fine-tuning to new classes)."""
+def load_weights(model: nn.Module, state: StateDict, source: str, *, strict_head: bool = False) -> None:
+    """Strict load, except a classifier whose shape differs (fine-tuning to new classes): it is
+    left re-initialised with a warning, or refused with ``strict_head=True``.
+
+    Tensors the model keeps in floating point must be floating point in the file too: an
+    integer tensor would be cast silently (an int64 file of zeros "loads" and "tests fine").
+    """
     own = model.state_dict()
+    not_float = sorted(
+        k for k in set(state) & set(own) if own[k].is_floating_point() and not state[k].is_floating_point()
+    )
+    if not_float:
+        raise ValueError(
+            f"{source}: {len(not_float)} tensors are not floating point where the model's are, e.g. "
+            f"'{not_float[0]}' has dtype {state[not_float[0]].dtype}; this is not a weights file for "
+            f"{type(model).__name__} (or it was written with the wrong dtype)"
+        )
     prefix = getattr(model, "classifier_prefix", None)
     reinit = []
     if prefix is not None:
         for key in [k for k in state if k.startswith(prefix + ".")]:
             if key in own and own[key].shape != state[key].shape:
                 reinit.append(key)
+        if reinit:
+            theirs = state[reinit[0]].shape[0]
+            ours = own[reinit[0]].shape[0]
+            if strict_head:
+                raise ValueError(
+                    f"{source}: the checkpoint's classifier has {theirs} classes but the model is built "
+                    f"for {ours}; evaluation and prediction never run a randomly initialised classifier. "
+                    f"Use num_classes={theirs} (data.num_classes or the --classes list must match it)"
+                )
+            log.warning(
+                "%s: new %d-way classifier (checkpoint has %d classes), randomly initialised",
+                source, ours, theirs,
+            )
+            for key in reinit:
                 del state[key]
     missing = sorted(set(own) - set(state) - set(reinit))
     unexpected = sorted(set(state) - set(own))
@@ -160,8 +262,29 @@ class ConvertedCheckpoint:
         )
 
 
+def check_destination(src: str | Path, dst: str | Path, *, overwrite: bool = False) -> None:
+    """Refuse, before any work, to write ``dst`` onto ``src`` (whatever ``overwrite`` says) or onto
+    an existing file without ``overwrite``: a converted file in place of a training ``last.pt``
+    loses its optimiser state, its config and its EMA weights."""
+    src, dst = Path(src), Path(dst)
+    same = src.resolve() == dst.resolve() or (src.exists() and dst.exists() and os.path.samefile(src, dst))
+    if same:
+        raise ValueError(f"destination {dst} is the source checkpoint {src}: write the conversion elsewhere")
+    if dst.exists() and not overwrite:
+        kind = "a directory" if dst.is_dir() else "an existing file (a training checkpoint such as last.pt?)"
+        raise ValueError(f"destination {dst} is {kind}; choose a new name, or pass --force to overwrite it")
+    if dst.is_dir():
+        raise ValueError(f"destination {dst} is a directory; give a file name")
+
+
 def convert_checkpoint(
-    src: str | Path, dst: str | Path, name: str, num_classes: int | None = None, **overrides
+    src: str | Path,
+    dst: str | Path,
+    name: str,
+    num_classes: int | None = None,
+    *,
+    overwrite: bool = False,
+    **overrides,
 ) -> ConvertedCheckpoint:
     """Rewrite any checkpoint ``create_model(name, pretrained=src)`` reads as a plain videocls state dict.
 
@@ -169,7 +292,10 @@ def convert_checkpoint(
     dict of tensors only (``torch.load(dst, weights_only=True)`` reads it). Without ``num_classes``
     the classifier's shape in ``src`` decides. Unlike ``create_model`` nothing is re-initialised: a
     converted file must hold the checkpoint, so any key or shape that does not fit is an error naming ``src``.
+    ``dst`` is never ``src``, and an existing ``dst`` is replaced only with ``overwrite`` (checked
+    first); the file is written next to ``dst`` and renamed onto it, so a failure leaves ``dst`` as it was.
     """
+    check_destination(src, dst, overwrite=overwrite)
     entry = _entry(name)
     model = _build(entry, num_classes, overrides)
     state = _read_weights(entry, model, src)
@@ -191,11 +317,17 @@ def convert_checkpoint(
     tensors = {key: value.contiguous() for key, value in model.state_dict().items()}
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.suffix == ".safetensors":
-        from safetensors.torch import save_file
+    tmp = str(dst.with_name(f".{dst.name}.{os.getpid()}.tmp"))  # plain open: the user's umask applies
+    try:
+        if dst.suffix == ".safetensors":
+            from safetensors.torch import save_file
 
-        save_file(tensors, str(dst), metadata={"model": name, "source": Path(src).name})
-    else:
-        torch.save(tensors, dst)
+            save_file(tensors, tmp, metadata={"model": name, "source": Path(src).name})
+        else:
+            torch.save(tensors, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     num_parameters = sum(p.numel() for p in model.parameters())
     return ConvertedCheckpoint(dst, len(tensors), num_parameters, tensors[f"{prefix}.weight"].shape[0])

@@ -9,6 +9,12 @@ The three differ only in where the temporal kernels are and in a temporal max-po
 
 Structure and state dicts map one to one onto pytorchvideo's hub models (``c2d_r50``,
 ``i3d_r50``, ``slow_r50``) and PySlowFast's ``ResNet``; ``checkpoint_filter`` renames either.
+
+Test-time head: ``head_pool="global"`` (default) averages res5 over the whole map;
+``"window"`` is pytorchvideo's hub head and ``"window_softmax"`` PySlowFast's, both pooling with
+the window of the training input (``head_pool_frames`` frames at ``head_pool_crop`` px: 8 x 224
+gives 4 x 7 x 7 for C2D/I3D, 8 x 7 x 7 for Slow). They differ only when the test input is larger
+than the training input (the recipes test at 256): see ``videocls.models.layers.heads``.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from videocls.models.layers import (
     STAGE_NAMES,
     ClassifierHead,
     ResNetStem3d,
+    head_windows,
+    inflate_from_2d,
     init_resnet_weights,
     make_res_stages,
     rename_keys,
@@ -42,6 +50,7 @@ class ResNet3d(nn.Module):
     conv, cycled over the blocks. ``temporal_pool`` halves T after res2 with a max-pool
     (PySlowFast's pool1 for C2D and I3D). ``zero_init_residual``: see ``init_resnet_weights``.
     ``stem_pool=False`` keeps twice the resolution after the stem, for inputs far below 224 px.
+    ``head_pool``, ``head_pool_frames``, ``head_pool_crop``: the test-time head (module docstring).
     """
 
     classifier_prefix = "head.proj"
@@ -59,13 +68,19 @@ class ResNet3d(nn.Module):
         in_channels: int = 3,
         zero_init_residual: bool = True,
         stem_pool: bool = True,
+        head_pool: str = "global",
+        head_pool_frames: int = 8,
+        head_pool_crop: int = 224,
     ) -> None:
         super().__init__()
         self.stem = ResNetStem3d(in_channels, width, stem_temporal_kernel, stem_pool)
         self.res2, self.res3, self.res4, self.res5 = make_res_stages(width, stage_blocks, temporal_kernels)
         self.temporal_pool = nn.MaxPool3d((2, 1, 1), stride=(2, 1, 1)) if temporal_pool else nn.Identity()
         self.num_features = 4 * width * 2 ** (len(STAGE_NAMES) - 1)
-        self.head = ClassifierHead(self.num_features, num_classes, dropout)
+        res5_frames = head_pool_frames // 2 if temporal_pool else head_pool_frames
+        stride = 32 if stem_pool else 16
+        windows = head_windows(head_pool, frames=[res5_frames], crop=head_pool_crop, stride=stride)
+        self.head = ClassifierHead(self.num_features, num_classes, dropout, pool=head_pool, windows=windows)
         init_resnet_weights(self, zero_init_residual)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -146,25 +161,65 @@ _SLOW = _config(
 )
 
 
-@register_model("c2d_r50", _C2D, checkpoint_filter)
-def c2d_r50(num_classes: int = 400, **overrides) -> ResNet3d:
+# The architecture is spelled out as the builders' keyword defaults, so that
+# ``registry.builder_kwargs`` lists every key a stored config may set, with its value.
+
+
+@register_model("c2d_r50", _C2D, checkpoint_filter, init_2d=inflate_from_2d)
+def c2d_r50(
+    num_classes: int = 400,
+    *,
+    stem_temporal_kernel: int = 1,
+    temporal_kernels: Sequence[Sequence[int]] = ((1,), (1,), (1,), (1,)),
+    temporal_pool: bool = True,
+    **overrides,
+) -> ResNet3d:
     """ResNet-50 applied frame by frame (all temporal kernels 1) with a 2x temporal max-pool.
 
     For an even number of frames the max-pool's pairs are the same forwards and backwards, so
     the logits do not depend on the frame order: a baseline with no temporal modelling."""
-    arch = dict(stem_temporal_kernel=1, temporal_kernels=((1,), (1,), (1,), (1,)), temporal_pool=True)
-    return ResNet3d(num_classes=num_classes, **{**arch, **overrides})
+    return ResNet3d(
+        num_classes=num_classes,
+        stem_temporal_kernel=stem_temporal_kernel,
+        temporal_kernels=temporal_kernels,
+        temporal_pool=temporal_pool,
+        **overrides,
+    )
 
 
-@register_model("i3d_r50", _I3D, checkpoint_filter)
-def i3d_r50(num_classes: int = 400, **overrides) -> ResNet3d:
+@register_model("i3d_r50", _I3D, checkpoint_filter, init_2d=inflate_from_2d)
+def i3d_r50(
+    num_classes: int = 400,
+    *,
+    stem_temporal_kernel: int = 5,
+    temporal_kernels: Sequence[Sequence[int]] = ((3,), (3, 1), (3, 1), (1, 3)),
+    temporal_pool: bool = True,
+    **overrides,
+) -> ResNet3d:
     """Inflated ResNet-50: 5x7x7 stem, temporal kernels 3 in alternating bottlenecks."""
-    arch = dict(stem_temporal_kernel=5, temporal_kernels=((3,), (3, 1), (3, 1), (1, 3)), temporal_pool=True)
-    return ResNet3d(num_classes=num_classes, **{**arch, **overrides})
+    return ResNet3d(
+        num_classes=num_classes,
+        stem_temporal_kernel=stem_temporal_kernel,
+        temporal_kernels=temporal_kernels,
+        temporal_pool=temporal_pool,
+        **overrides,
+    )
 
 
-@register_model("slow_r50", _SLOW, checkpoint_filter)
-def slow_r50(num_classes: int = 400, **overrides) -> ResNet3d:
+@register_model("slow_r50", _SLOW, checkpoint_filter, init_2d=inflate_from_2d)
+def slow_r50(
+    num_classes: int = 400,
+    *,
+    stem_temporal_kernel: int = 1,
+    temporal_kernels: Sequence[Sequence[int]] = ((1,), (1,), (3,), (3,)),
+    temporal_pool: bool = False,
+    **overrides,
+) -> ResNet3d:
     """SlowFast's Slow pathway alone: temporal kernels 3 only in res4 and res5, no temporal pooling."""
-    arch = dict(stem_temporal_kernel=1, temporal_kernels=((1,), (1,), (3,), (3,)), temporal_pool=False)
-    return ResNet3d(num_classes=num_classes, **{**arch, **overrides})
+    return ResNet3d(
+        num_classes=num_classes,
+        stem_temporal_kernel=stem_temporal_kernel,
+        temporal_kernels=temporal_kernels,
+        temporal_pool=temporal_pool,
+        **overrides,
+    )

@@ -9,6 +9,12 @@ pools both pathways and concatenates them (2048 + 256 = 2304 channels for R50).
 The model takes ``[slow, fast]``, two B x 3 x T x H x W clips with T_fast = alpha * T_slow.
 State dicts map one to one onto pytorchvideo's ``slowfast_r50``/``slowfast_r101`` and
 PySlowFast's ``SlowFast``; ``checkpoint_filter`` renames either.
+
+Test-time head: ``head_pool="global"`` (default) averages each pathway over its whole res5 map;
+``"window"`` (pytorchvideo's hub head) and ``"window_softmax"`` (PySlowFast's) pool with the
+windows of the training input, ``head_pool_frames`` Fast frames at ``head_pool_crop`` px (32 x 224:
+8 x 7 x 7 Slow, 32 x 7 x 7 Fast, pytorchvideo's ``head_pool_kernel_sizes``). They differ only at
+a larger test input (the recipes test at 256): see ``videocls.models.layers.heads``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from videocls.models.layers import (
     ClassifierHead,
     ConvBnAct3d,
     ResNetStem3d,
+    head_windows,
+    inflate_from_2d,
     init_resnet_weights,
     make_res_stages,
     rename_keys,
@@ -47,7 +55,8 @@ class SlowFast(nn.Module):
     ``width`` is the Slow stem width (64); the Fast pathway has ``width // beta_inv``. Each
     lateral is a ``fusion_kernel`` x 1 x 1 conv with temporal stride ``alpha`` from C Fast
     channels to ``fusion_channel_ratio`` * C. ``zero_init_residual``: see ``init_resnet_weights``.
-    ``stem_pool=False`` drops both stems' max-pool, as in ``ResNet3d``.
+    ``stem_pool=False`` drops both stems' max-pool, as in ``ResNet3d``. ``head_pool``,
+    ``head_pool_frames`` (Fast frames), ``head_pool_crop``: the test-time head (module docstring).
     """
 
     classifier_prefix = "head.proj"
@@ -66,6 +75,9 @@ class SlowFast(nn.Module):
         in_channels: int = 3,
         zero_init_residual: bool = True,
         stem_pool: bool = True,
+        head_pool: str = "global",
+        head_pool_frames: int = 32,
+        head_pool_crop: int = 224,
     ) -> None:
         super().__init__()
         if width % beta_inv:
@@ -89,7 +101,11 @@ class SlowFast(nn.Module):
             }
         )
         self.num_features = 32 * width + 32 * fast_width
-        self.head = ClassifierHead(self.num_features, num_classes, dropout)
+        windows = head_windows(
+            head_pool, frames=[head_pool_frames // alpha, head_pool_frames], crop=head_pool_crop,
+            stride=32 if stem_pool else 16,
+        )
+        self.head = ClassifierHead(self.num_features, num_classes, dropout, pool=head_pool, windows=windows)
         init_resnet_weights(self, zero_init_residual)
 
     def forward_features(self, x: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -178,21 +194,34 @@ _R101_8X8 = _config(4, params_m=62.83, gflops=126.4, paper="8x8 R101", checkpoin
 _R50_4X16 = _config(8, params_m=34.48, gflops=36.69, paper="4x16 R50", checkpoint="SLOWFAST_4x16_R50.pyth")
 
 
-@register_model("slowfast_r50", _R50_8X8, checkpoint_filter)
-def slowfast_r50(num_classes: int = 400, **overrides) -> SlowFast:
+# The architecture is spelled out as the builders' keyword defaults, so that
+# ``registry.builder_kwargs`` lists every key a stored config may set, with its value.
+
+
+@register_model("slowfast_r50", _R50_8X8, checkpoint_filter, init_2d=inflate_from_2d)
+def slowfast_r50(num_classes: int = 400, *, alpha: int = 4, fusion_kernel: int = 7, **overrides) -> SlowFast:
     """SlowFast 8x8 R50: Slow 8 frames, Fast 32 (alpha 4), laterals with temporal kernel 7."""
-    return SlowFast(num_classes=num_classes, **{"alpha": 4, "fusion_kernel": 7, **overrides})
+    return SlowFast(num_classes=num_classes, alpha=alpha, fusion_kernel=fusion_kernel, **overrides)
 
 
-@register_model("slowfast_r101", _R101_8X8, checkpoint_filter)
-def slowfast_r101(num_classes: int = 400, **overrides) -> SlowFast:
+@register_model("slowfast_r101", _R101_8X8, checkpoint_filter, init_2d=inflate_from_2d)
+def slowfast_r101(
+    num_classes: int = 400,
+    *,
+    alpha: int = 4,
+    fusion_kernel: int = 5,
+    stage_blocks: Sequence[int] = STAGE_BLOCKS[101],
+    **overrides,
+) -> SlowFast:
     """SlowFast 8x8 R101: as R50 with 23 blocks in res4 and lateral temporal kernel 5."""
-    arch = {"alpha": 4, "fusion_kernel": 5, "stage_blocks": STAGE_BLOCKS[101]}
-    return SlowFast(num_classes=num_classes, **{**arch, **overrides})
+    arch = {"alpha": alpha, "fusion_kernel": fusion_kernel, "stage_blocks": stage_blocks}
+    return SlowFast(num_classes=num_classes, **arch, **overrides)
 
 
-@register_model("slowfast_r50_4x16", _R50_4X16, checkpoint_filter)
-def slowfast_r50_4x16(num_classes: int = 400, **overrides) -> SlowFast:
+@register_model("slowfast_r50_4x16", _R50_4X16, checkpoint_filter, init_2d=inflate_from_2d)
+def slowfast_r50_4x16(
+    num_classes: int = 400, *, alpha: int = 8, fusion_kernel: int = 5, **overrides
+) -> SlowFast:
     """SlowFast 4x16 R50 (PySlowFast SLOWFAST_4x16_R50): Slow 4 frames, Fast 32 (alpha 8),
     lateral temporal kernel 5."""
-    return SlowFast(num_classes=num_classes, **{"alpha": 8, "fusion_kernel": 5, **overrides})
+    return SlowFast(num_classes=num_classes, alpha=alpha, fusion_kernel=fusion_kernel, **overrides)

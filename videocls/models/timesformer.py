@@ -356,6 +356,7 @@ def init_from_vit(model: TimeSformer, state_2d: StateDict | str | Path) -> None:
         extra={"attention": "divided_space_time", "test_clips": 1, "test_crops": 3},
     ),
     checkpoint_filter=checkpoint_filter,
+    init_2d=init_from_vit,
 )
 def timesformer_base(num_classes: int = 400, **overrides) -> TimeSformer:
     """TimeSformer ViT-B/16, divided space-time attention, 8 frames at 224 (the paper's default)."""

@@ -1,12 +1,12 @@
 """Reusable model layers: ResNet stems, bottlenecks, stages and heads in 3D."""
 
+from videocls.models.layers.heads import HEAD_POOLS, ClassifierHead, head_windows
 from videocls.models.layers.resnet_blocks import (
     PYSLOWFAST_BLOCK_RULES,
     PYTORCHVIDEO_BLOCK_RULES,
     STAGE_BLOCKS,
     STAGE_NAMES,
     Bottleneck3d,
-    ClassifierHead,
     ConvBnAct3d,
     ResNetStem3d,
     inflate_from_2d,
@@ -17,6 +17,7 @@ from videocls.models.layers.resnet_blocks import (
 )
 
 __all__ = [
+    "HEAD_POOLS",
     "PYSLOWFAST_BLOCK_RULES",
     "PYTORCHVIDEO_BLOCK_RULES",
     "STAGE_BLOCKS",
@@ -25,6 +26,7 @@ __all__ = [
     "ClassifierHead",
     "ConvBnAct3d",
     "ResNetStem3d",
+    "head_windows",
     "inflate_from_2d",
     "init_resnet_weights",
     "make_res_stage",

@@ -139,23 +139,6 @@ def make_res_stages(
     return stages
 
 
-class ClassifierHead(nn.Module):
-    """Global average pool of every pathway, concatenated, then dropout and a linear classifier.
-
-    PySlowFast/pytorchvideo pool with a fixed AvgPool3d sized for the training crop; at that size
-    this is the same operation, and adaptive pooling also accepts any other T, H, W.
-    """
-
-    def __init__(self, in_features: int, num_classes: int, dropout: float) -> None:
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.proj = nn.Linear(in_features, num_classes)
-
-    def forward(self, pathways: Sequence[torch.Tensor], pre_logits: bool = False) -> torch.Tensor:
-        x = torch.cat([p.mean(dim=(2, 3, 4)) for p in pathways], dim=1)
-        return x if pre_logits else self.proj(self.dropout(x))
-
-
 def init_resnet_weights(model: nn.Module, zero_init_residual: bool = True) -> None:
     """PySlowFast/pytorchvideo initialisation: He-normal (fan-out) convs, BN scale 1 and shift 0,
     classifier N(0, 0.01).
