@@ -5,6 +5,7 @@ import csv
 import importlib.util
 import json
 import os
+import shutil
 from pathlib import Path
 
 import av
@@ -170,11 +171,14 @@ def test_partial_videos_are_kept_when_they_lost_few_frames(real_videos_dir, tmp_
 
 @pytest.fixture
 def one_video_list(real_videos_dir, tmp_path, monkeypatch):
-    """An annotation file of one real video, and the probe cache the check would write to."""
+    """An annotation file of one real video, and the probe cache the check would write to.
+    The video is a fresh copy: no process has probed it yet, so any check writes the cache."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("VIDEOCLS_CACHE_DIR", str(cache))
+    video = tmp_path / "g1-copy.avi"
+    shutil.copyfile(real_videos_dir / "g1.avi", video)
     annotations = tmp_path / "list.txt"
-    annotations.write_text(f"{real_videos_dir / 'g1.avi'} 0\n")
+    annotations.write_text(f"{video} 0\n")
     return annotations, cache / "decord_probe.jsonl"
 
 
