@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from videocls.data.dataset import report_skipped
 from videocls.engine.amp import autocast  # noqa: F401  (re-exported: callers import it from here)
 from videocls.engine.distributed import DistEnv, all_gather_objects
 from videocls.metrics.classification import Aggregation, aggregate_views, mean_class_accuracy, topk_accuracy
@@ -80,6 +81,7 @@ def score_views(
         for key in ("label", "video_idx", "clip_idx", "spatial_idx", "valid"):
             parts[key].append(torch.as_tensor(batch[key]))
         skipped.extend(batch["skipped"])
+        report_skipped(batch["skipped"])  # once per video (workers only log at debug level)
     model.train(was_training)
     if not parts["logits"]:
         return {}, skipped

@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from videocls.data.dataset import report_skipped
 from videocls.data.loader import build_loader
 from videocls.data.mix import Mixup, batch_generator
 from videocls.engine.checkpoint import (
@@ -341,9 +342,8 @@ class Trainer:
             if i >= self.batches_per_epoch:
                 break  # leftover micro-batches of an incomplete accumulation are not run
             data_time += time.perf_counter() - wait_start
+            report_skipped(batch["skipped"])  # one warning per video, not per item or worker
             for path, reason in batch["skipped"]:
-                if path not in self.skipped:  # one warning per video and run, not per item or worker
-                    log.warning("skipping unreadable training video %s: %s", path, reason)
                 self.skipped.setdefault(path, reason)
             video = to_device(batch["video"], self.env.device, t.channels_last)
             label = batch["label"].to(self.env.device, non_blocking=True)
