@@ -287,3 +287,10 @@ def test_training_logs_the_official_lr_at_every_step(tiny_synthetic, tmp_path):
               "WARMUP_START_LR": 0.1 * peak, "COSINE_END_LR": 0.05 * peak}
     for step, lr in logged.items():
         assert lr == pytest.approx(official_lr(solver, step / steps_per_epoch), rel=1e-6), step
+
+
+def test_a_run_that_is_all_warmup_warms_up_to_the_peak():
+    # demo overrides with trainer.max_epochs=1 and one warm-up epoch (the tests' tiny runs)
+    f = lambda e: lr_factor_at_epoch(e, 1, warmup_epochs=1, warmup_start_factor=0.01,  # noqa: E731
+                                     cosine_after_warmup=True)
+    assert f(0) == pytest.approx(0.01) and f(0.5) == pytest.approx(0.505) and f(1) == 1.0

@@ -133,7 +133,9 @@ def lr_factor_at_epoch(
     def main(e: float) -> float:
         if name == "cosine":
             offset = warmup_epochs if cosine_after_warmup else 0.0
-            progress = min((e - offset) / (max_epochs - offset), 1.0)
+            span = max_epochs - offset
+            # A run that is all warm-up (restart shape, warmup_epochs == max_epochs) warms up to the peak.
+            progress = min((e - offset) / span, 1.0) if span > 0 else float(e > offset)
             return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
         if name == "steps":
             index = sum(e >= m for m in milestones)
@@ -154,10 +156,6 @@ def _check_schedule(
     if not 0 <= warmup_epochs <= max_epochs:
         raise ValueError(
             f"schedule.warmup_epochs={warmup_epochs} must be in [0, trainer.max_epochs={max_epochs}]"
-        )
-    if cosine_after_warmup and warmup_epochs >= max_epochs:
-        raise ValueError(
-            "schedule.cosine_after_warmup=true needs schedule.warmup_epochs < trainer.max_epochs"
         )
     if not 0 <= min_factor < 1:  # PySlowFast asserts COSINE_END_LR < BASE_LR
         raise ValueError(
