@@ -15,19 +15,20 @@ import av
 import numpy as np
 import pytest
 
-from videocls.data import video_io
+from videocls.data import probe_cache, video_io
 from videocls.data.video_io import open_video
 
 REAL_VIDEOS = Path(__file__).resolve().parents[2].parent / "shared" / "real-videos"
+FRESH_DISK = {"file": None, "inode": None, "offset": 0, "lines": 0, "compact": False}
 
 
 @pytest.fixture(autouse=True)
 def fresh_process_state(monkeypatch):
     """Each test starts as a new process would: nothing probed, nothing found broken."""
-    monkeypatch.setattr(video_io, "_probes", {})
-    monkeypatch.setattr(video_io, "_disk", {"file": None, "inode": None, "offset": 0, "lines": 0, "compact": False})
+    monkeypatch.setattr(probe_cache, "_probes", {})
+    monkeypatch.setattr(probe_cache, "_disk", dict(FRESH_DISK))
     for name in ("_unreadable", "_unwritable", "_warned"):
-        monkeypatch.setattr(video_io, name, set())
+        monkeypatch.setattr(probe_cache, name, set())
 
 
 def sequential(path) -> list[np.ndarray]:
@@ -44,7 +45,8 @@ def assert_reads_correctly(path) -> None:
 
 
 def cache_warnings(caplog, cache_file) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and str(cache_file) in r.getMessage()]
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    return [m for m in messages if str(cache_file) in m]
 
 
 def count_probes(monkeypatch) -> list[str]:
@@ -63,11 +65,11 @@ def test_malformed_lines_cost_a_reprobe_and_one_warning(tmp_path, monkeypatch, c
     monkeypatch.setenv("VIDEOCLS_CACHE_DIR", str(tmp_path))
     cache = tmp_path / "decord_probe.jsonl"
     g1 = str((REAL_VIDEOS / "g1.avi").resolve())
-    wrong_types = {"v": video_io._PROBE_VERSION, "path": g1, "size": "184832", "mtime_ns": 0, "ino": 0}
+    wrong_types = {"v": probe_cache.VERSION, "path": g1, "size": "184832", "mtime_ns": 0, "ino": 0}
     wrong_types.update(ctime_ns=0, fingerprint="", num_frames="16", fps=None, duration=[], height=1, width=1)
     wrong_types.update(decord_failure=0, pyav_seekable="yes")
     lines = ["0", "null", "[1, 2]", '"text"', "{not json", "[" * 100000, json.dumps(wrong_types)]
-    lines += [json.dumps({"v": video_io._PROBE_VERSION, "path": ["a list"]}), json.dumps({"v": "3"})]
+    lines += [json.dumps({"v": probe_cache.VERSION, "path": ["a list"]}), json.dumps({"v": "3"})]
     other_version = json.dumps({"v": 1, "path": g1, "num_frames": 5})  # quietly skipped
     cache.write_bytes(("\n".join([*lines, other_version]) + "\n").encode() + b"\xff\xfe\n")
     probes = count_probes(monkeypatch)
@@ -88,9 +90,9 @@ def test_valid_record_of_the_same_file_is_served(tmp_path, monkeypatch):
     path = tmp_path / "g1.avi"
     shutil.copyfile(REAL_VIDEOS / "g1.avi", path)
     key = video_io._file_key(str(path))
-    forged = video_io._Probe(num_frames=16, fps=7.0, duration=16 / 7, height=300, width=400,
+    forged = probe_cache.Probe(num_frames=16, fps=7.0, duration=16 / 7, height=300, width=400,
                              decord_failure="open_failed", pyav_seekable=True)
-    (tmp_path / "decord_probe.jsonl").write_text(video_io._record_line(key, forged))
+    (tmp_path / "decord_probe.jsonl").write_text(probe_cache._record_line(key, forged))
     assert open_video(path).fps == 7.0
 
 
@@ -101,9 +103,9 @@ def test_record_with_any_other_key_field_is_not_served(tmp_path, monkeypatch, fi
     shutil.copyfile(REAL_VIDEOS / "g1.avi", path)
     key = list(video_io._file_key(str(path)))
     key[field] = "0" * 32 if field == 5 else key[field] + 1
-    forged = video_io._Probe(num_frames=16, fps=7.0, duration=16 / 7, height=300, width=400,
+    forged = probe_cache.Probe(num_frames=16, fps=7.0, duration=16 / 7, height=300, width=400,
                              decord_failure="open_failed", pyav_seekable=True)
-    (tmp_path / "decord_probe.jsonl").write_text(video_io._record_line(tuple(key), forged))
+    (tmp_path / "decord_probe.jsonl").write_text(probe_cache._record_line(tuple(key), forged))
     assert open_video(path).fps == 25.0
 
 
@@ -120,8 +122,8 @@ def test_file_rewritten_in_place_with_same_size_and_mtime_is_probed_again(tmp_pa
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
     assert_reads_correctly(path)  # in this process
-    monkeypatch.setattr(video_io, "_probes", {})
-    monkeypatch.setattr(video_io, "_disk", {"file": None, "inode": None, "offset": 0, "lines": 0, "compact": False})
+    monkeypatch.setattr(probe_cache, "_probes", {})
+    monkeypatch.setattr(probe_cache, "_disk", dict(FRESH_DISK))
     assert_reads_correctly(path)  # in a new one, from the disk cache
     assert open_video(path).get_frames([0]).shape == (1, 300, 400, 3)
 

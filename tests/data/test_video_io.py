@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from videocls.data import video_io
+from videocls.data import probe_cache, video_io
 from videocls.data.video_io import VideoDecodeError, fallback_counts, open_video
 
 REAL_VIDEOS = Path(__file__).resolve().parents[2].parent / "shared" / "real-videos"
@@ -217,7 +217,7 @@ def _probe_in_child(names):
 
 def test_probe_cache_is_shared_through_disk(tmp_path, monkeypatch):
     monkeypatch.setenv("VIDEOCLS_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(video_io, "_probes", {})
+    monkeypatch.setattr(probe_cache, "_probes", {})
     names = ["g1.avi", "g2.avi", "retroMars2018.avi", "Principe_inertie.avi", "sage-example.flv"]
     ctx = multiprocessing.get_context("fork")
     children = [ctx.Process(target=_probe_in_child, args=(names[i:] + names[:i],)) for i in range(3)]
@@ -262,13 +262,13 @@ def test_changed_file_is_probed_again(tmp_path, monkeypatch):
 
 def test_disk_cache_is_compacted_when_mostly_stale(tmp_path, monkeypatch):
     monkeypatch.setenv("VIDEOCLS_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(video_io, "_probes", {})
+    monkeypatch.setattr(probe_cache, "_probes", {})
     path = str((REAL_VIDEOS / "g1.avi").resolve())
     key = video_io._file_key(path)
-    stale = video_io._Probe(num_frames=1, fps=1.0, duration=1.0, height=1, width=1, decord_failure=None,
+    stale = probe_cache.Probe(num_frames=1, fps=1.0, duration=1.0, height=1, width=1, decord_failure=None,
                             pyav_seekable=True)
     cache = tmp_path / "decord_probe.jsonl"
-    cache.write_text("".join(video_io._record_line((*key[:2], t, *key[3:]), stale) for t in range(1100)))
+    cache.write_text("".join(probe_cache._record_line((*key[:2], t, *key[3:]), stale) for t in range(1100)))
     assert len(open_video(path)) == 16  # stale records are not trusted: probed again
     records = [json.loads(line) for line in cache.read_text().splitlines()]
     assert len(records) == 1 and records[0]["num_frames"] == 16

@@ -19,11 +19,9 @@ that definition:
   inode, ctime and a hash of the first and last 64 KiB (so a file rewritten in place with
   its old size and mtime is probed again) in process and in
   ``$VIDEOCLS_CACHE_DIR/decord_probe.jsonl`` (default ``~/.cache/videocls``; an empty value
-  turns the disk cache off), an append-only file that concurrent workers share. The cache
-  is untrusted: a malformed or wrong-typed line is ignored (and dropped at the next
-  rewrite), and a cache that cannot be read or written is not used; either costs only
-  re-probes and one warning per process naming the cache file. The probe costs one full
-  decode plus about two GOPs per checked backend, once per file.
+  turns the disk cache off), an append-only file that concurrent workers share
+  (:mod:`videocls.data.probe_cache`: a broken cache costs only re-probes and one warning).
+  The probe costs one full decode plus about two GOPs per checked backend, once per file.
 * **Serving.** ``backend="auto"`` serves a file with decord (``get_batch`` on the sorted
   unique indices) when the probe passed, else with PyAV, and counts the reason in
   :func:`fallback_counts`. PyAV seeks to the last keyframe at or before the first wanted
@@ -49,29 +47,28 @@ says 30 fps for 24 fps content) cannot be detected from the video stream.
 from __future__ import annotations
 
 import bisect
-import fcntl
 import hashlib
-import json
 import logging
 import os
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import closing
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from pathlib import Path
 from stat import S_ISREG
 
 import av
 import numpy as np
 import torch
 
+from videocls.data import probe_cache
+from videocls.data.probe_cache import Probe
+
 __all__ = ["VideoDecodeError", "VideoReader", "fallback_counts", "open_video"]
 
 BACKENDS = ("auto", "decord", "pyav")
-_PROBE_VERSION = 3
 _HEADER_RATE_TOLERANCE = 0.05
 _INDEX_CACHE_SIZE = 256
 log = logging.getLogger(__name__)
@@ -322,22 +319,6 @@ class _PyAVDecoder:
 # --------------------------------------------------------------------------- probe
 
 
-@dataclass(frozen=True)
-class _Probe:
-    """What a file really holds, and which random-access paths reproduce it.
-
-    ``decord_failure`` is None when decord passed, else the reason it cannot serve the file.
-    """
-
-    num_frames: int
-    fps: float
-    duration: float
-    height: int
-    width: int
-    decord_failure: str | None
-    pyav_seekable: bool
-
-
 def _probe_positions(n: int, key_positions: Sequence[int]) -> list[list[int]]:
     """Frames to compare, in batches asked one after another as a fresh reader would.
 
@@ -420,7 +401,7 @@ def _pyav_seekable(
     return True
 
 
-def _run_probe(path: str, index: _PacketIndex) -> _Probe:
+def _run_probe(path: str, index: _PacketIndex) -> Probe:
     """One sequential decode for the truth, then decord and, where decord fails, PyAV seeks.
 
     Where decord passes, PyAV's seek path is taken as sound without a check of its own: the
@@ -456,7 +437,7 @@ def _run_probe(path: str, index: _PacketIndex) -> _Probe:
     decord_failure = _decord_failure(path, exact_index, count, batches, truth)
     seekable = keys_agree and (decord_failure is None or _pyav_seekable(path, index, batches, truth))
     fps = _frame_rate([t for t in decoded_pts if t is not None], time_base, header_rate)
-    return _Probe(
+    return Probe(
         num_frames=count,
         fps=fps,
         duration=count / fps,
@@ -467,39 +448,9 @@ def _run_probe(path: str, index: _PacketIndex) -> _Probe:
     )
 
 
-# --------------------------------------------------------------------------- probe cache
+# --------------------------------------------------------------------------- file key
 
-# Newest known probe per file: path -> (rest of the file key, probe).
-_probes: dict[str, tuple[tuple, _Probe]] = {}
-# How far this process has read the disk cache, to read only what was appended since;
-# "compact" asks the next append to rewrite the file (it holds malformed lines).
-_disk = {"file": None, "inode": None, "offset": 0, "lines": 0, "compact": False}
-# Cache files this process found broken: it neither reads (unreadable) nor writes
-# (unwritable) them again, and warns once per file.
-_unreadable: set[Path] = set()
-_unwritable: set[Path] = set()
-_warned: set[Path] = set()
 _FINGERPRINT_BLOCK = 64 * 1024
-_INT_FIELDS = ("size", "mtime_ns", "ino", "ctime_ns", "num_frames", "height", "width")
-_RECORD_FIELDS = {"v", "path", "fingerprint", "fps", "duration", "decord_failure", "pyav_seekable", *_INT_FIELDS}
-
-
-def _cache_file() -> Path | None:
-    root = os.environ.get("VIDEOCLS_CACHE_DIR")
-    if root == "":
-        return None
-    return Path(root or Path.home() / ".cache" / "videocls") / "decord_probe.jsonl"
-
-
-def _warn_cache(file: Path, problem: str) -> None:
-    """One warning per cache file and process: a broken cache only costs re-probes."""
-    if file not in _warned:
-        _warned.add(file)
-        log.warning(
-            "probe cache %s %s; videos are probed again (fix or delete it, or set VIDEOCLS_CACHE_DIR)",
-            file,
-            problem,
-        )
 
 
 def _fingerprint(path: str, size: int) -> str:
@@ -527,160 +478,12 @@ def _file_key(path: str) -> tuple[str, int, int, int, int, str]:
     return os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns, fingerprint
 
 
-def _record_line(key: tuple, probe: _Probe) -> str:
-    path, size, mtime_ns, ino, ctime_ns, fingerprint = key
-    record = {"v": _PROBE_VERSION, "path": path, "size": size, "mtime_ns": mtime_ns, "ino": ino}
-    record.update(ctime_ns=ctime_ns, fingerprint=fingerprint, **asdict(probe))
-    return json.dumps(record) + "\n"
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_positive(value) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and 0 < value < float("inf")
-
-
-def _parse_record(record) -> tuple[str, tuple, _Probe] | None:
-    """``(path, rest of the key, probe)`` of a valid record of this version, else None.
-    Every field is type-checked: a wrong-typed verdict would fail later, far from here."""
-    if (
-        set(record) != _RECORD_FIELDS
-        or not isinstance(record["path"], str)
-        or not isinstance(record["fingerprint"], str)
-        or not all(_is_int(record[name]) for name in _INT_FIELDS)
-        or min(record["num_frames"], record["height"], record["width"]) < 1
-        or not (_is_positive(record["fps"]) and _is_positive(record["duration"]))
-        or not (record["decord_failure"] is None or isinstance(record["decord_failure"], str))
-        or not isinstance(record["pyav_seekable"], bool)
-    ):
-        return None
-    rest = tuple(record[name] for name in ("size", "mtime_ns", "ino", "ctime_ns", "fingerprint"))
-    probe = _Probe(**{name: record[name] for name in _Probe.__dataclass_fields__})
-    return record["path"], rest, probe
-
-
-def _parse_line(line: bytes) -> tuple[str, tuple, _Probe] | None | bool:
-    """A record's entry; False for a line of another version of this code (skipped
-    quietly); None for a malformed line."""
-    try:
-        record = json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(record, dict):
-        return None
-    if record.get("v") != _PROBE_VERSION:
-        return False if _is_int(record.get("v")) else None
-    return _parse_record(record)
-
-
-def _parse_lines(file: Path, data: bytes) -> None:
-    bad = []
-    for line in data.splitlines():
-        _disk["lines"] += 1
-        entry = _parse_line(line)
-        if entry:
-            path, rest, probe = entry
-            _probes[path] = (rest, probe)
-        elif entry is None:
-            bad.append(_disk["lines"])
-    if bad:
-        _disk["compact"] = True  # the next append rewrites the file without them
-        _warn_cache(file, f"has {len(bad)} malformed line(s) (first: line {bad[0]}), ignored")
-
-
-def _open_regular(file: Path, flags: int) -> int:
-    """A descriptor of ``file``, which must be a regular file. O_NONBLOCK: a FIFO placed
-    there must not block the open."""
-    fd = os.open(file, flags | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
-    if not S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(f"not a regular file: {file}")
-    return fd
-
-
-def _read_disk_cache(file: Path) -> None:
-    """Load the records (JSON lines, one a probe) appended since this process last looked."""
-    if _disk["file"] != file:
-        _disk.update(file=file, inode=None)
-    try:
-        fd = _open_regular(file, os.O_RDONLY)
-    except FileNotFoundError:
-        return  # nothing cached yet
-    except OSError as error:
-        _unreadable.add(file)
-        _warn_cache(file, f"cannot be read ({error.strerror or error})")
-        return
-    try:
-        with open(fd, "rb") as f:
-            fcntl.flock(f, fcntl.LOCK_SH)
-            stat = os.fstat(f.fileno())
-            # New, compacted by another process, or cut short by hand: read from the start.
-            if stat.st_ino != _disk["inode"] or stat.st_size < _disk["offset"]:
-                _disk.update(inode=stat.st_ino, offset=0, lines=0)
-            f.seek(_disk["offset"])
-            data = f.read()
-    except OSError as error:
-        _unreadable.add(file)
-        _warn_cache(file, f"cannot be read ({error.strerror or error})")
-        return
-    complete = data[: data.rfind(b"\n") + 1]
-    _disk["offset"] += len(complete)
-    _parse_lines(file, complete)
-
-
-def _append_disk_cache(file: Path, key: tuple, probe: _Probe) -> None:
-    """Append one record; past twice as many lines as files, or after malformed lines were
-    read, rewrite it with the newest valid record of each file."""
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        with open(_open_regular(file, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            f.write(_record_line(key, probe))
-            f.flush()
-            if _disk["compact"] or _disk["lines"] > 2 * len(_probes) + 1024:
-                _compact_disk_cache(file)
-    except OSError as error:
-        # A read-only or full cache costs a re-probe in the next process, nothing else.
-        _unwritable.add(file)
-        _warn_cache(file, f"cannot be written ({error.strerror or error})")
-
-
-def _compact_disk_cache(file: Path) -> None:
-    """With the cache's exclusive lock held, rewrite it keeping the newest valid line of
-    each file. A record another process appends to the old file meanwhile is lost: a
-    re-probe later."""
-    newest = {}
-    for line in file.read_bytes().splitlines(keepends=True):
-        entry = _parse_line(line)
-        if entry and line.endswith(b"\n"):
-            newest[entry[0]] = line
-    tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(b"".join(newest.values()))
-        os.replace(tmp, file)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _disk.update(inode=None, compact=False)
-
-
-def _probe_file(key: tuple) -> _Probe:
+def _probe_file(key: tuple) -> Probe:
     """The probe of ``key``'s file: from this process, the disk cache, or a fresh run."""
-    path, rest = key[0], key[1:]
-    file = _cache_file()
-    with _lock:
-        entry = _probes.get(path)
-        if (entry is None or entry[0] != rest) and file is not None and file not in _unreadable:
-            _read_disk_cache(file)
-            entry = _probes.get(path)
-        if entry is not None and entry[0] == rest:
-            return entry[1]
-    probe = _run_probe(path, _cached_index(key))
-    with _lock:
-        _probes[path] = (rest, probe)
-        if file is not None and file not in _unwritable:
-            _append_disk_cache(file, key, probe)
+    probe = probe_cache.lookup(key)
+    if probe is None:
+        probe = _run_probe(key[0], _cached_index(key))
+        probe_cache.store(key, probe)
     return probe
 
 
