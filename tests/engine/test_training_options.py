@@ -338,3 +338,18 @@ def test_misspelled_override_fails_before_training(tiny_synthetic, tmp_path):
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode != 0
     assert "i3d_r50" in proc.stderr and "Available options" in proc.stderr
+
+
+def test_an_unreadable_training_video_is_warned_about_once_and_listed(tiny_synthetic, tmp_path, caplog):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video")
+    train_list = tmp_path / "train.csv"
+    train_list.write_text((tiny_synthetic / "train.csv").read_text() + f"{bad},3\n")
+    overrides = tiny_overrides(tiny_synthetic, tmp_path, f"data.train_list={train_list}", "data.num_workers=1",
+                               "trainer.max_epochs=2", "test.num_clips=1")
+    with caplog.at_level("WARNING"):
+        fit(compose_config(overrides), tmp_path)
+    # Two epochs, each reading it in a new worker process: one warning, from the main process.
+    warnings = [r for r in caplog.records if str(bad) in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert (tmp_path / "skipped_videos.tsv").read_text().startswith(f"{bad}\t")
