@@ -7,13 +7,15 @@
 The temperature is fitted on video-level predictions: the test protocol's views
 (test.num_clips x test.num_crops) aggregated per video (test.aggregation), their log taken as
 logits. It goes to <checkpoint stem>.calibration.json beside the checkpoint, with the ECE and
-NLL before and after (measured on the split it was fitted on) and top-1 (never changed by a
-temperature). tools/test.py and tools/predict.py apply it from then on and say so.
+NLL before and after (measured on the split it was fitted on), top-1 (never changed by a
+temperature) and which weights were used. tools/test.py and tools/predict.py apply it from
+then on and say so.
 
-A videocls training checkpoint carries its config: the overrides are KEY=VALUE on that config
-(data.root=..., test.num_clips=...). Other checkpoints are described with the usual Hydra
-overrides of configs/train.yaml, as for tools/test.py. The last line printed is
-`calibration: <path>`.
+A videocls training checkpoint is rebuilt from the config stored in it, with the weights its
+run evaluated (EMA when it trained with EMA), exactly as tools/test.py does: the overrides are
+KEY=VALUE on that config (data.root=..., test.num_clips=...), and nothing the stored config
+names is executed. Other checkpoints are described with the usual Hydra overrides of
+configs/train.yaml, as for tools/test.py. The last line printed is `calibration: <path>`.
 """
 
 import argparse
@@ -22,26 +24,32 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from videocls.engine.calibrate import format_calibration, run_checkpoint, stored_config
+from videocls.engine.calibrate import format_calibration
+from videocls.engine.run_loading import NotARunCheckpoint, load_pretrained, load_run, run_checkpoint
 from videocls.engine.tester import calibrate_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT")
     parser.add_argument("overrides", nargs="*", help="config overrides, KEY=VALUE")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    checkpoint = run_checkpoint(args.target)
-    cfg = stored_config(checkpoint, args.overrides)
-    if cfg is None:
-        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-            cfg = compose("train", overrides=args.overrides)
-    cfg.test.checkpoint = str(checkpoint)
-    record = calibrate_checkpoint(cfg)
+    try:
+        checkpoint = run_checkpoint(args.target)
+        try:
+            run = load_run(checkpoint, args.overrides)
+        except NotARunCheckpoint:
+            with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+                cfg = compose("train", overrides=args.overrides)
+            run = load_pretrained(cfg, checkpoint)
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    record = calibrate_checkpoint(run)
     if record is not None:
         print(format_calibration(record))
         print(f"calibration: {record['path']}")

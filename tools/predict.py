@@ -2,16 +2,20 @@
 
     python tools/predict.py ../shared/real-videos/g1.avi --model i3d_inception_v1 \
         --weights ../shared/weights/i3d-kinetics-400.ckpt --classes ../shared/weights/kinetics400_classes.txt
-    python tools/predict.py video.mp4 --weights outputs/demo/<run>/checkpoints/last.pt --classes data/synthetic/classes.txt
+    python tools/predict.py video.mp4 --weights outputs/demo/<run> --classes data/synthetic/classes.txt
     python tools/predict.py ../shared/real-videos/ --weights outputs/demo/<run>/checkpoints/last.pt
 
 A folder stands for the video files in it (by extension, subfolders included, sorted; other
 files are ignored); a folder with no video file is read as one video stored as frame images.
 
-A videocls training checkpoint carries its config: --model is only needed for other
+A videocls training checkpoint (or a run directory: its checkpoints/last.pt) carries its
+config: it is rebuilt as tools/test.py rebuilds it (nothing the stored config names is
+executed; the EMA weights when the run trained with EMA), --model is only needed for other
 checkpoints, and its views are made as its run tested them (frames, sampling, test short side
 and crop, normalisation) unless the options below say otherwise; other checkpoints use the
-model's registry defaults. A temperature stored by tools/calibrate.py beside the checkpoint
+model's registry defaults. --classes must list one name per model output: a class count that
+differs from the checkpoint's classifier (or an empty file) is an error naming both, never a
+randomly initialised classifier. A temperature stored by tools/calibrate.py beside the checkpoint
 scales the probabilities (--no-calibration ignores it). Stderr says which views and
 temperature are used.
 
@@ -25,16 +29,17 @@ import sys
 
 import torch
 
-from videocls.data.annotations import read_classes
 from videocls.data.video_io import VideoDecodeError
 from videocls.engine.predictor import expand_video_paths, load_predictor
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("videos", nargs="+", help="video files or folders of them")
     parser.add_argument("--model", help="registered model name (see videocls.list_models())")
-    parser.add_argument("--weights", required=True, help="checkpoint path (any format create_model reads)")
+    parser.add_argument("--weights", required=True,
+                        help="checkpoint or run directory (a videocls run, or any format create_model reads)")
     parser.add_argument("--classes", help="class names, one per line, in output order")
     parser.add_argument("--topk", type=int, default=5)
     parser.add_argument("--num-clips", type=int, default=3, help="temporal views per video (or window)")
@@ -51,14 +56,18 @@ def main() -> int:
     parser.add_argument("--stride", type=float, help="seconds between windows (default: --window)")
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of text")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    predictor = load_predictor(
-        args.weights, args.model, read_classes(args.classes) if args.classes else None, args.num_clips,
-        args.num_crops, args.device, not args.no_calibration, num_frames=args.num_frames,
-        sampling_rate=args.sampling_rate, sampling_mode=args.sampling_mode, short_side=args.short_side,
-        crop_size=args.crop, pad=args.pad,
-    )
+    try:
+        predictor = load_predictor(
+            args.weights, args.model, args.classes, num_clips=args.num_clips, num_crops=args.num_crops,
+            device=args.device, calibrated=not args.no_calibration, num_frames=args.num_frames,
+            sampling_rate=args.sampling_rate, sampling_mode=args.sampling_mode, short_side=args.short_side,
+            crop_size=args.crop, pad=args.pad,
+        )
+    except (ValueError, KeyError, FileNotFoundError) as error:  # bad weights, model name or class list
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(predictor.describe(), file=sys.stderr)
     results, failed = [], 0
     for video in expand_video_paths(args.videos):

@@ -1,24 +1,54 @@
 """Evaluate a checkpoint with the multi-view test protocol.
 
-    python tools/test.py experiment=demo test.checkpoint=outputs/demo/<run>/checkpoints/last.pt
+    python tools/test.py test.checkpoint=outputs/demo/<run>/checkpoints/last.pt
+    python tools/test.py test.checkpoint=outputs/demo/<run> test.num_clips=10 data.root=/data/copy
     torchrun --nproc_per_node=8 tools/test.py data=kinetics400 model=i3d_r50 test.checkpoint=I3D_8x8_R50.pyth
 
-Any checkpoint `videocls.create_model` can load works (videocls runs, PySlowFast/pytorchvideo
-.pyth, TimeSformer, DeepMind I3D). Outputs go to the Hydra run directory: results.json,
+A videocls training checkpoint (or a run directory: its checkpoints/last.pt) is rebuilt from
+the config stored in it, with the weights its run evaluated (EMA when it trained with EMA),
+so it tests what was trained: no experiment= is needed, and the other KEY=VALUE overrides
+typed here change single keys of that stored config (data.root=..., test.num_clips=...;
+experiment= and logger= are ignored, other config-group choices refused). Nothing the stored
+config names is executed (see videocls/engine/run_loading.py).
+
+Other checkpoints (PySlowFast/pytorchvideo .pyth, TimeSformer, DeepMind I3D, converted files)
+are described by the usual Hydra config groups and overrides of configs/train.yaml; their
+classifier must have data.num_classes classes (evaluation never runs a random head).
+
+Outputs go to the Hydra run directory: results.json (with the checkpoint and which weights),
 predictions.csv, per_class.csv, confusion.csv/png, reliability.png. The last line printed is
 `results: <path>`.
 """
+
+import logging
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from videocls.engine.run_loading import NotARunCheckpoint, load_pretrained, load_run, run_checkpoint
 from videocls.engine.tester import evaluate_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def typed_overrides(task_overrides: list[str]) -> list[str]:
+    """The overrides the user typed, without the one that names the checkpoint."""
+    return [item for item in task_overrides if item.split("=", 1)[0].lstrip("+~") != "test.checkpoint"]
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    summary = evaluate_checkpoint(cfg, HydraConfig.get().runtime.output_dir)
+    if not cfg.test.checkpoint:
+        raise ValueError("set test.checkpoint=PATH (a videocls checkpoint or run directory, or any "
+                         "format create_model reads)")
+    checkpoint = run_checkpoint(cfg.test.checkpoint)
+    try:
+        run = load_run(checkpoint, typed_overrides(list(HydraConfig.get().overrides.task)))
+        log.info("testing %s with its stored config and its %s weights", checkpoint, run.weights)
+    except NotARunCheckpoint:
+        run = load_pretrained(cfg, checkpoint)
+    summary = evaluate_checkpoint(run, HydraConfig.get().runtime.output_dir)
     if summary is not None:
         print(f"results: {summary['results_path']}")
 

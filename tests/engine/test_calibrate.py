@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from videocls.engine.calibrate import calibration_path, load_calibration
 from videocls.engine.predictor import load_predictor
+from videocls.engine.run_loading import load_run
 from videocls.engine.tester import evaluate_checkpoint
 from videocls.metrics.calibration import expected_calibration_error, fit_temperature, negative_log_likelihood
 
@@ -43,13 +42,10 @@ def calibrated(tiny_run, tiny_synthetic, tmp_path_factory) -> Path:
 @torch.no_grad()
 def _video_probabilities(checkpoint: Path, val_list: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Each video's views one at a time through the model, their softmax averaged per video."""
-    cfg = OmegaConf.create(torch.load(checkpoint, weights_only=True)["config"])
-    model = instantiate(cfg.model)
-    model.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
-    model.eval()
-    cfg.data.val_list = str(val_list)
-    dataset = instantiate(cfg.data).dataset("val", False, model.default_config.mean, model.default_config.std,
-                                            cfg.test.num_clips, cfg.test.num_crops)
+    run = load_run(checkpoint, [f"data.val_list={val_list}"])
+    model, cfg = run.model, run.config
+    dataset = run.data.dataset("val", False, model.default_config.mean, model.default_config.std,
+                               cfg.test.num_clips, cfg.test.num_crops)
     views: dict[int, list[torch.Tensor]] = {}
     for i in range(len(dataset)):
         item = dataset[i]
@@ -89,9 +85,8 @@ def test_predictor_probabilities_are_softmax_of_logits_over_temperature(calibrat
 
 def test_test_protocol_applies_and_reports_the_temperature(calibrated, tiny_synthetic, tmp_path, capsys):
     record = json.loads(calibration_path(calibrated).read_text())
-    cfg = OmegaConf.create(torch.load(calibrated, weights_only=True)["config"])
-    cfg.data.val_list, cfg.test.checkpoint = str(tiny_synthetic / "train.csv"), str(calibrated)
-    summary = evaluate_checkpoint(cfg, tmp_path)
+    run = load_run(calibrated, [f"data.val_list={tiny_synthetic / 'train.csv'}"])
+    summary = evaluate_checkpoint(run, tmp_path)
     assert summary["calibration"]["temperature"] == record["temperature"]
     assert summary["calibration"]["temperature_file"] == str(calibration_path(calibrated))
     # Same protocol, same probabilities scaled by the same T: the ECE the fit reported.

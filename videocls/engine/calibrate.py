@@ -20,15 +20,12 @@ import logging
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from videocls.engine.checkpoint import load_checkpoint
 from videocls.metrics.calibration import temperature_scaling_report
 
 log = logging.getLogger(__name__)
 
 SUFFIX = ".calibration.json"
-_ABSENT = object()
 
 
 def calibration_path(checkpoint: str | Path) -> Path:
@@ -95,32 +92,6 @@ def load_calibration(checkpoint: str | Path) -> dict | None:
                     path, checkpoint)
         return None
     return {**record, "path": str(path)}
-
-
-def run_checkpoint(target: str | Path) -> Path:
-    """``target`` itself, or the ``checkpoints/last.pt`` of a run directory."""
-    target = Path(target)
-    checkpoint = target / "checkpoints" / "last.pt" if target.is_dir() else target
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    return checkpoint
-
-
-def stored_config(checkpoint: str | Path, overrides: list[str]) -> DictConfig | None:
-    """The resolved config a videocls training checkpoint was trained with, ``key=value``
-    overrides on top (existing keys only, so a typo is an error); None for other checkpoints."""
-    state = load_checkpoint(checkpoint) if Path(checkpoint).suffix == ".pt" else None
-    if state is None or "config" not in state:
-        return None
-    cfg = OmegaConf.create(state["config"])
-    for item in overrides:
-        key, sep, _ = item.partition("=")
-        node = OmegaConf.select(cfg, key, default=_ABSENT) if sep else _ABSENT
-        if node is _ABSENT or isinstance(node, DictConfig):
-            raise ValueError(f"override {item!r}: expected KEY=VALUE with KEY a field of the config stored "
-                             f"in {checkpoint} (e.g. data.root=/data, test.num_clips=10, trainer.device=cpu)")
-        cfg.merge_with_dotlist([item])
-    return cfg
 
 
 def format_calibration(record: dict) -> str:

@@ -1,9 +1,12 @@
 """Classify video files with a model's own preprocessing and multi-view protocol.
 
-A videocls training checkpoint stores its resolved config, so its views are made as its run
-tested them (frames, sampling, test short side and crop, normalisation); other checkpoints
-get the model registry's defaults. A temperature that ``tools/calibrate.py`` stored beside the
-checkpoint scales the probabilities (see :mod:`videocls.engine.calibrate`).
+A videocls training checkpoint is rebuilt by :func:`videocls.engine.run_loading.load_run`
+(nothing its stored config names is executed; EMA weights when the run trained with EMA), and
+its views are made as its run tested them (frames, sampling, test short side and crop,
+normalisation); other checkpoints get the model registry's defaults. The class names must
+match the model's outputs: prediction never runs a randomly initialised classifier. A
+temperature that ``tools/calibrate.py`` stored beside the checkpoint scales the probabilities
+(see :mod:`videocls.engine.calibrate`).
 """
 
 from __future__ import annotations
@@ -14,16 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
+from videocls.data.annotations import read_classes
 from videocls.data.prepare import find_videos
 from videocls.data.sampling import ClipSampler, pack_pathways
 from videocls.data.transforms import ClipTransform
 from videocls.data.video_io import open_video
 from videocls.engine.calibrate import apply_temperature, load_calibration
-from videocls.engine.checkpoint import load_checkpoint
+from videocls.engine.run_loading import NotARunCheckpoint, load_run, num_outputs
 from videocls.models import create_model
 from videocls.models.registry import ModelConfig
 
@@ -64,26 +66,6 @@ class Preprocessing:
                 f"crop {t.crop_size}, mean {tuple(t.mean)}, std {tuple(t.std)} ({self.source})")
 
 
-def load_model_for_inference(weights: str | Path, model_name: str | None = None,
-                             num_classes: int | None = None) -> tuple[nn.Module, Preprocessing]:
-    """A model ready for ``eval()`` and its preprocessing: a videocls training checkpoint
-    rebuilds itself and its test views from its saved config (tiny widths included); any
-    other checkpoint needs ``model_name`` and gets the registry's defaults."""
-    state = load_checkpoint(weights) if Path(weights).suffix == ".pt" else None
-    if state is not None and "config" in state and "model" in state:
-        cfg = OmegaConf.create(state["config"])
-        model = instantiate(cfg.model, pretrained=None)
-        model.load_state_dict(state["model"])
-        data = instantiate(cfg.data)
-        mean, std = model.default_config.mean, model.default_config.std
-        return model, Preprocessing(data.sampler(), data.test_transform(mean, std),
-                                    "checkpoint's data config")
-    if model_name is None:
-        raise ValueError(f"{weights} does not carry its model config: pass --model NAME")
-    model = create_model(model_name, pretrained=weights, num_classes=num_classes)
-    return model, Preprocessing.from_model_config(model.default_config)
-
-
 @dataclass
 class VideoPredictor:
     """Averages softmax over ``num_clips`` x ``num_crops`` views of a video (or of a window).
@@ -106,8 +88,9 @@ class VideoPredictor:
             torch.set_flush_denormal(True)  # see videocls.engine.distributed.init_distributed
         if self.preprocessing is None:
             self.preprocessing = Preprocessing.from_model_config(self.model.default_config)
-        self.alpha = self.model.default_config.extra.get("alpha")
-        outputs = len(default_class_names(self.model))
+        # The built model's own alpha (a model.alpha override included), else the registry's.
+        self.alpha = getattr(self.model, "alpha", None) or self.model.default_config.extra.get("alpha")
+        outputs = num_outputs(self.model)
         if len(self.class_names) != outputs:
             raise ValueError(f"{len(self.class_names)} class names for a model with {outputs} outputs")
 
@@ -157,18 +140,68 @@ class VideoPredictor:
         return result
 
 
-def load_predictor(weights: str | Path, model_name: str | None = None, class_names: list[str] | None = None,
-                   num_clips: int = 3, num_crops: int = 3, device: str = "cpu", calibrated: bool = True,
-                   **overrides) -> VideoPredictor:
-    """A predictor for ``weights``: its model, its preprocessing with ``overrides`` (the keyword
-    arguments of :meth:`Preprocessing.override`) on top, and its stored temperature unless
-    ``calibrated`` is False."""
-    num_classes = len(class_names) if class_names else None
-    model, preprocessing = load_model_for_inference(weights, model_name, num_classes)
-    calibration = load_calibration(weights) if calibrated else None
+def load_predictor(weights: str | Path, model_name: str | None = None,
+                   classes: str | Path | list[str] | None = None, *, num_clips: int = 3, num_crops: int = 3,
+                   device: str = "cpu", calibrated: bool = True, **overrides) -> VideoPredictor:
+    """A predictor for ``weights`` (a checkpoint, or a run directory: its ``last.pt``): its
+    model, its preprocessing with ``overrides`` (the keyword arguments of
+    :meth:`Preprocessing.override`) on top, and its stored temperature unless ``calibrated``
+    is False.
+
+    ``classes`` (a file of names, one a line, or a list) must have one name per model output:
+    a videocls run's class count is its own, and another checkpoint's classifier must have as
+    many classes as the list (``create_model(..., strict_head=True)``), else ValueError naming
+    both counts and the files.
+    """
+    class_names, classes_source = _class_names(classes)
+    try:
+        run = load_run(weights)
+    except NotARunCheckpoint:
+        run = None
+    if run is not None:
+        trained_as = run.config.model.name
+        if model_name is not None and model_name != trained_as:
+            raise ValueError(f"--model {model_name}, but {run.checkpoint} is a {trained_as} run "
+                             "(leave out --model)")
+        model, checkpoint = run.model, run.checkpoint
+        mean, std = model.default_config.mean, model.default_config.std
+        preprocessing = Preprocessing(run.data.sampler(), run.data.test_transform(mean, std),
+                                      f"checkpoint's data config, {run.weights} weights")
+    else:
+        if model_name is None:
+            raise ValueError(f"{weights} does not carry its model config: pass --model NAME")
+        checkpoint = Path(weights)
+        num_classes = len(class_names) if class_names is not None else None
+        try:
+            model = create_model(model_name, pretrained=weights, num_classes=num_classes, strict_head=True)
+        except ValueError as error:
+            if class_names is None:
+                raise
+            raise ValueError(f"{classes_source} lists {len(class_names)} class names: {error}") from None
+        preprocessing = Preprocessing.from_model_config(model.default_config)
+    outputs = num_outputs(model)
+    if class_names is not None and len(class_names) != outputs:
+        raise ValueError(f"{classes_source} lists {len(class_names)} class names but {checkpoint} scores "
+                         f"{outputs} classes: pass the class list the model was trained with")
+    calibration = load_calibration(checkpoint) if calibrated else None
     return VideoPredictor(model, class_names or default_class_names(model), num_clips, num_crops, device,
                           preprocessing.override(**overrides),
                           calibration["temperature"] if calibration else None)
+
+
+def _class_names(classes: str | Path | list[str] | None) -> tuple[list[str] | None, str]:
+    """The names and where they came from (for messages); an empty list is an error."""
+    if classes is None:
+        return None, ""
+    if isinstance(classes, (str, Path)):
+        names, source = read_classes(classes), f"class file {classes}"
+        if not names:
+            raise ValueError(f"{classes}: no class names in the file "
+                             "(one name a line, in the model's output order)")
+        return names, source
+    if not classes:
+        raise ValueError("an empty list of class names")
+    return list(classes), "the class names"
 
 
 def expand_video_paths(paths: list[str]) -> list[str]:
@@ -187,5 +220,4 @@ def _pathways(batch: torch.Tensor, alpha: int) -> list[torch.Tensor]:
 
 
 def default_class_names(model: nn.Module) -> list[str]:
-    out = dict(model.named_modules())[model.classifier_prefix].out_features
-    return [str(i) for i in range(out)]
+    return [str(i) for i in range(num_outputs(model))]

@@ -1,6 +1,7 @@
 """The test protocol and everything it writes: results.json, predictions, per-class, plots.
 
-Used by ``tools/test.py`` on any checkpoint and by the trainer after its last epoch, so the
+Used by ``tools/test.py`` on any checkpoint (rebuilt by :mod:`videocls.engine.run_loading`,
+which executes nothing a checkpoint names) and by the trainer after its last epoch, so the
 numbers of a training run and of a later re-test come from the same code. ``tools/calibrate.py``
 fits its temperature on the same protocol's video-level predictions.
 """
@@ -13,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
@@ -27,6 +27,7 @@ from videocls.engine.distributed import DistEnv, broadcast_object, init_distribu
 from videocls.engine.evaluator import EvalResult, evaluate
 from videocls.engine.logging import RunLogger
 from videocls.engine.report import format_results, write_results
+from videocls.engine.run_loading import LoadedRun
 from videocls.metrics.calibration import expected_calibration_error
 from videocls.metrics.per_class import confusion_matrix, metrics_from_confusion, write_confusion_csv, write_per_class_csv
 from videocls.metrics.plots import plot_confusion_matrix, plot_reliability_diagram
@@ -148,35 +149,31 @@ def run_test(model: nn.Module, data: VideoData, tc: DictConfig, env: DistEnv, ou
     return summary
 
 
-def evaluate_checkpoint(cfg: DictConfig, out_dir: str | Path) -> dict | None:
-    """Build data and model from the config, load ``test.checkpoint``, run the test protocol."""
-    if not cfg.test.checkpoint:
-        raise ValueError("set test.checkpoint=PATH (a videocls checkpoint or any format create_model reads)")
+def evaluate_checkpoint(run: LoadedRun, out_dir: str | Path) -> dict | None:
+    """The test protocol (``run.config.test``) on a loaded run (:mod:`videocls.engine.run_loading`),
+    with the run's precision and seed; ``results.json`` names the checkpoint and its weights."""
+    cfg = run.config
     env = init_distributed(cfg.trainer.device)
     try:
         out_dir = broadcast_object(str(out_dir))
-        data = instantiate(cfg.data)
-        model = instantiate(cfg.model, pretrained=cfg.test.checkpoint).to(env.device)
-        calibration = load_calibration(cfg.test.checkpoint) if env.is_main else None
-        return run_test(model, data, cfg.test, env, out_dir, str(cfg.trainer.precision), cfg.trainer.seed,
-                        extra={"checkpoint": str(cfg.test.checkpoint)},
-                        title=f"{cfg.model.name} on {Path(data.val_list).name}", calibration=calibration)
+        calibration = load_calibration(run.checkpoint) if env.is_main else None
+        return run_test(run.model.to(env.device), run.data, cfg.test, env, out_dir,
+                        precision=str(cfg.trainer.precision), seed=cfg.trainer.seed,
+                        extra={"checkpoint": str(run.checkpoint), "weights": run.weights},
+                        title=f"{cfg.model.name} on {Path(run.data.val_list).name}", calibration=calibration)
     finally:
         shutdown()
 
 
-def calibrate_checkpoint(cfg: DictConfig) -> dict | None:
-    """Fit temperature scaling of ``test.checkpoint`` on the validation split's video-level
+def calibrate_checkpoint(run: LoadedRun) -> dict | None:
+    """Fit temperature scaling of a loaded run's checkpoint on the validation split's video-level
     predictions (the ``test`` protocol's views and aggregation) and store it beside the
     checkpoint; rank 0 returns the stored record (with its ``path``)."""
-    if not cfg.test.checkpoint:
-        raise ValueError("set test.checkpoint=PATH (the checkpoint to calibrate)")
+    cfg, data = run.config, run.data
     env = init_distributed(cfg.trainer.device)
     try:
-        data = instantiate(cfg.data)
-        model = instantiate(cfg.model, pretrained=cfg.test.checkpoint).to(env.device)
         precision, seed = str(cfg.trainer.precision), cfg.trainer.seed
-        result, _ = evaluate_protocol(model, data, cfg.test, env, precision, seed)
+        result, _ = evaluate_protocol(run.model.to(env.device), data, cfg.test, env, precision, seed)
         if not env.is_main:
             return None
         if result.video_labels.ndim != 1:
@@ -184,9 +181,9 @@ def calibrate_checkpoint(cfg: DictConfig) -> dict | None:
                              "single-label softmax outputs")
         record = fit_video_temperature(video_probabilities(result, cfg.test.aggregation), result.video_labels)
         record.update(level="video", split="val", val_list=str(data.val_list), num_videos=result.num_videos,
-                      skipped_videos=len({path for path, _ in result.skipped}),
+                      skipped_videos=len({path for path, _ in result.skipped}), weights=run.weights,
                       protocol={"num_clips": cfg.test.num_clips, "num_crops": cfg.test.num_crops,
                                 "aggregation": cfg.test.aggregation})
-        return {**record, "path": str(save_calibration(cfg.test.checkpoint, record))}
+        return {**record, "path": str(save_calibration(run.checkpoint, record))}
     finally:
         shutdown()
