@@ -2,19 +2,31 @@
 
     python tools/model_info.py                 # every registered model (slow: full-size forwards)
     python tools/model_info.py c2d_r50 i3d_r50 --no-flops
+    python tools/model_info.py i3d_r50 --kwargs   # the model config keys (model.KEY=...) and defaults
 """
 
 import argparse
 
 from videocls import create_model, get_model_config, list_models
 from videocls.models.complexity import count_gflops, count_parameters, example_input
+from videocls.models.registry import builder_kwargs
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("models", nargs="*", help="registered names (default: all)")
     parser.add_argument("--no-flops", action="store_true", help="parameters only")
+    parser.add_argument("--kwargs", action="store_true",
+                        help="list each model's builder keywords (model config keys) and defaults instead")
     args = parser.parse_args()
+    if args.kwargs:
+        for name in args.models or list_models():
+            print(f"{name}:")
+            for key, default in builder_kwargs(name).items():
+                print(f"  {key}: {default!r}")
+        return
     print(f"{'model':<20} {'params (M)':>11} {'ref':>8} {'GFLOPs':>8} {'ref':>8}  input (T,H,W)")
     for name in args.models or list_models():
         config = get_model_config(name)

@@ -196,3 +196,17 @@ def test_new_classifier_from_a_model_without_one_is_still_an_error(tmp_path):
     with pytest.raises(RuntimeError, match=r"missing keys \(1\): \['head.proj.weight'\]"):
         create_model("c2d_r50", pretrained=path, num_classes=10, **TINY)
 
+
+
+def test_model_info_lists_the_config_keys(monkeypatch, capsys):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parents[2] / "tools" / "model_info.py"
+    monkeypatch.setattr(sys, "argv", ["model_info.py", "i3d_r50", "--kwargs"])
+    runpy.run_path(str(tool), run_name="__main__")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "i3d_r50:"
+    assert "  temporal_kernels: ((3,), (3, 1), (3, 1), (1, 3))" in lines
+    assert "  head_pool: 'global'" in lines and len(lines) == 1 + len(builder_kwargs("i3d_r50"))
