@@ -190,3 +190,48 @@ def test_unreadable_cache_file(tmp_path, monkeypatch, caplog):
     with caplog.at_level(logging.WARNING):
         assert_reads_correctly(REAL_VIDEOS / "g1.avi")
     assert len(cache_warnings(caplog, cache)) == 1
+
+
+def broken(kind: str, tmp_path) -> Path:
+    """A VIDEOCLS_CACHE_DIR broken in the way ``kind`` says."""
+    if kind == "malformed":
+        (tmp_path / "decord_probe.jsonl").write_text("0\nnull\n")
+        return tmp_path
+    if kind == "unwritable":
+        return unwritable_dir(tmp_path)
+    return broken_cache_dirs(tmp_path)[kind]
+
+
+@pytest.mark.parametrize("kind", ["malformed", "unwritable", "directory"])
+def test_dataloader_workers_of_every_epoch_warn_once_in_all(real_videos_dir, tmp_path, monkeypatch, kind):
+    """Workers are re-created every epoch; the dataset reads the cache in the main process,
+    so they inherit the verdict on the cache instead of each warning again."""
+    from torch.utils.data import DataLoader
+
+    from videocls.data.datamodule import VideoData
+    from videocls.data.loader import collate_clips
+
+    root = broken(kind, tmp_path)
+    monkeypatch.setenv("VIDEOCLS_CACHE_DIR", str(root))
+    listed = tmp_path / "val.txt"
+    listed.write_text("".join(f"{real_videos_dir / name} 0\n" for name in ("g1.avi", "g2.avi", "bikes.mp4")))
+    log_file = tmp_path / "log.txt"
+    handler = logging.FileHandler(log_file)  # inherited by the forked workers
+    handler.setFormatter(logging.Formatter("%(levelname)s %(process)d %(message)s"))
+    logger = logging.getLogger("videocls.data.probe_cache")
+    logger.addHandler(handler)
+    try:
+        data = VideoData(train_list=str(listed), val_list=str(listed), num_classes=1, num_frames=2,
+                         sampling_rate=1, test_short_side=32, test_crop=32)
+        val = data.dataset("val", False, (0.5,) * 3, (0.25,) * 3, num_clips=1, num_crops=1)
+        loader = DataLoader(val, batch_size=1, num_workers=2, collate_fn=collate_clips,
+                            multiprocessing_context="fork")
+        for epoch in range(2):
+            val.set_epoch(epoch)
+            assert sum(len(batch["video"]) for batch in loader) == 3
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    warnings = [line for line in log_file.read_text().splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1 and str(root / "decord_probe.jsonl") in warnings[0]
+    assert warnings[0].split()[1] == str(os.getpid())  # given by the main process

@@ -223,4 +223,6 @@ def test_unwritable_outputs_are_refused_before_any_work(one_video_list, tmp_path
     assert f"--report {unwritable}: cannot write in {unwritable.parent}" in err
     # The same outputs in a writable place run (and probe) normally.
     assert load_tool("validate_dataset").main([str(annotations), "--report", str(tmp_path / "r.json")]) == 0
-    assert probe_cache.exists()
+    assert [json.loads(line)["path"] for line in probe_cache.read_text().splitlines()] == [
+        str(tmp_path / "g1-copy.avi")
+    ]

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from videocls.data import probe_cache
 from videocls.data.annotations import VideoRecord, multi_hot
 from videocls.data.sampling import ClipSampler, pack_pathways
 from videocls.data.video_io import open_video
@@ -94,6 +95,8 @@ class VideoClipDataset(Dataset):
         self.frame_filter = frame_filter  # e.g. a robustness corruption of the decoded frames
         self.num_classes = num_classes  # set for multi-label data: labels become multi-hot vectors
         self.epoch = 0
+        # Here, in the main process: the workers forked from it inherit the probe verdicts.
+        probe_cache.preload()
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the loop before each epoch; workers are re-created, so they see it."""

@@ -12,6 +12,8 @@ fields of the right types is ignored, and the file is rewritten without it at th
 append; a cache path that cannot be read or written (a directory, a FIFO, a device, a
 file where the directory should be, no permission, a full disk) is not used again by
 this process. Either costs only re-probes and one warning per process naming the file.
+:func:`preload`, called in the main process before it forks DataLoader workers (which are
+re-created every epoch), reads the cache once for all of them and gives that warning once.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from stat import S_ISREG
 
-__all__ = ["Probe", "lookup", "store"]
+__all__ = ["Probe", "lookup", "preload", "store"]
 
 VERSION = 3
 log = logging.getLogger(__name__)
@@ -238,3 +240,23 @@ def store(key: tuple, probe: Probe) -> None:
         _probes[key[0]] = (key[1:], probe)
         if file is not None and file not in _unwritable:
             _append_disk_cache(file, key, probe)
+
+
+def preload() -> None:
+    """Read the disk cache and check that it can be appended to, now. Called in the main
+    process before it forks workers, which inherit the records (instead of each parsing
+    the file again every epoch) and what is known to be broken (so the warning is given
+    once, not by every worker of every epoch)."""
+    file = _cache_file()
+    if file is None:
+        return
+    with _lock:
+        if file not in _unreadable:
+            _read_disk_cache(file)
+        if file not in _unwritable:
+            try:
+                file.parent.mkdir(parents=True, exist_ok=True)
+                os.close(_open_regular(file, os.O_WRONLY | os.O_APPEND | os.O_CREAT))
+            except OSError as error:
+                _unwritable.add(file)
+                _warn_cache(file, f"cannot be written ({error.strerror or error})")

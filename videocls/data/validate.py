@@ -61,6 +61,7 @@ import av
 import torch
 from tqdm import tqdm
 
+from videocls.data import probe_cache
 from videocls.data.annotations import VideoRecord, filter_annotations, read_annotations
 from videocls.data.dataset import BAD_VIDEO_ERRORS
 from videocls.data.video_io import fallback_counts, open_video
@@ -263,6 +264,7 @@ def check_videos(
     if jobs < 1 or not timeout > 0:
         raise ValueError(f"need jobs >= 1 and timeout > 0, got jobs={jobs}, timeout={timeout}")
     todo = list(dict.fromkeys(paths))
+    probe_cache.preload()  # once here, not in every worker
     todo.reverse()  # pop() from the end keeps the listed order
     total = len(todo)
     context = worker_context()
