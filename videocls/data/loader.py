@@ -9,6 +9,7 @@ the same guarantees: one global order per ``seed + epoch``, disjoint rank shards
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 from collections.abc import Sequence
 
@@ -82,9 +83,19 @@ def collate_clips(samples: list[dict]) -> dict:
     return batch
 
 
+#: Preemption signals: the main process saves and shuts the loader down; its workers ignore them.
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
 def _worker_init(_: int) -> None:
     # Each worker decodes one video at a time; intra-op threads would only fight each other.
     torch.set_num_threads(1)
+    # torchrun (os.killpg) and Slurm signal every process of the job. A worker that died of the
+    # signal would make the loader raise "DataLoader worker ... is killed by signal" in the
+    # main process before it could save; ignoring it, the worker lives until the main process
+    # has saved and shuts the loader down (or the job's final SIGKILL).
+    for sig in PREEMPTION_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def build_loader(dataset: Dataset, batch_size: int, num_workers: int, train: bool, seed: int = 0,
