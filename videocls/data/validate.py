@@ -36,7 +36,8 @@ most ``max(max_lost_frames, floor(max_lost_fraction * held))`` frames, where ``h
 what the container holds (decoded + lost); by default 2 frames or 1%, whichever is more
 (``afl-small_movie.mp4`` lost 1 of 12: kept; ``g1.avi`` cut in half lost 13 of 16:
 dropped). The clip samplers pad clips longer than the video, so a few missing frames cost
-at most a repeated frame. Unreadable files and files with an unknown loss are dropped.
+at most a few repeated frames at a clip's end. Unreadable files and files with an unknown
+loss are dropped.
 
 Frame folders (when ``open_video`` serves them) have no container: they are ``ok`` or
 ``unreadable``. Each file is checked in a worker process killed at the time limit, so a
