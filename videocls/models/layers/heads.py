@@ -17,6 +17,8 @@ so the centre of the map counts more than its border. ``head_pool`` selects:
                ``log`` of that mean, so any later softmax (the test-time view aggregation,
                calibration, the loss) sees exactly PySlowFast's probabilities; with one
                position the plain logits are returned (same softmax, same loss).
+               Use it with the ``mean_softmax`` view aggregation (PySlowFast's ensemble);
+               ``mean_logits`` would average log-probabilities instead.
 
 A window larger than the feature map (a shorter clip or a smaller crop than in training)
 covers the whole map along that axis, as a global pool would; PySlowFast would fail there.
