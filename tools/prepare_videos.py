@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from videocls.data.prepare import FAILURES_FILE, EncodeSettings, prepare_videos
+from videocls.data.prepare import FAILURES_FILE, X264_PRESETS, EncodeSettings, prepare_videos
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         "--gop", type=int, default=16, help="frames from one keyframe to the next (default: 16)"
     )
     parser.add_argument("--crf", type=int, default=23, help="x264 constant rate factor (default: 23)")
-    parser.add_argument("--preset", default="medium", help="x264 preset (default: medium)")
+    parser.add_argument("--preset", default="medium", choices=X264_PRESETS, metavar="PRESET",
+                        help=f"x264 preset: {', '.join(X264_PRESETS)} (default: medium)")
     parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
     args = parser.parse_args(argv)
     if args.jobs < 1:

@@ -25,3 +25,40 @@ def test_predict_g1_is_cycling_and_bad_files_do_not_stop_it(tmp_path):
     probs = [entry["prob"] for entry in g1["topk"]]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0  # probabilities, not logits
     assert broken["video"] == str(missing) and str(missing) in broken["error"]
+
+
+def _predict(*args: str) -> int:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tool_predict", REPO / "tools" / "predict.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main([*args, "--device", "cpu"])
+
+
+def test_a_class_list_that_does_not_fit_the_weights_is_refused(tmp_path, capsys):
+    """DeepMind's 400-way head with 10 names: an error naming both counts, never a random 10-way head."""
+    classes = tmp_path / "ten.txt"
+    classes.write_text("".join(f"class {i}\n" for i in range(10)))
+    weights = WEIGHTS / "i3d-kinetics-400.ckpt"
+    assert _predict(str(REAL_VIDEOS / "g1.avi"), "--model", "i3d_inception_v1", "--weights", str(weights),
+                    "--classes", str(classes)) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # nothing was classified
+    expected = f"class file {classes} lists 10 class names: {weights}: the checkpoint's classifier has 400"
+    assert expected in err, err
+
+
+def test_a_videocls_run_refuses_a_wrong_or_empty_class_list(tiny_run, tmp_path, capsys):
+    video = str(REAL_VIDEOS / "g1.avi")
+    three = tmp_path / "three.txt"
+    three.write_text("a\nb\nc\n")
+    assert _predict(video, "--weights", str(tiny_run), "--classes", str(three)) == 2
+    checkpoint = tiny_run / "checkpoints" / "last.pt"
+    expected = f"class file {three} lists 3 class names but {checkpoint} scores 10 classes"
+    assert expected in capsys.readouterr().err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert _predict(video, "--weights", str(tiny_run), "--classes", str(empty)) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and str(empty) in err, err

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from videocls.data.prepare import output_size
+from videocls.data.prepare import X264_PRESETS, EncodeSettings, output_size
 from videocls.data.video_io import open_video
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,3 +113,34 @@ def test_output_size_never_upscales_and_is_even():
     assert output_size(1280, 720, 320) == (568, 320)
     assert output_size(84, 33, 64) == (84, 32)
     assert output_size(1, 1, 64) == (2, 2)
+
+
+def _encodes_with(preset: str) -> bool:
+    """Whether libx264 opens with ``preset`` (two black 16 x 16 frames into memory)."""
+    try:
+        with av.open(io.BytesIO(), mode="w", format="mp4") as output:
+            stream = output.add_stream("libx264", rate=25)
+            stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+            stream.options = {"preset": preset}
+            black = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")
+            for _ in range(2):
+                output.mux(stream.encode(black))
+            output.mux(stream.encode())
+    except av.error.FFmpegError:
+        return False
+    return True
+
+
+def test_an_unknown_preset_is_refused_before_any_work(tmp_path, capsys):
+    """--preset bogus used to fail every file and exit 0; the accepted names are libx264's own."""
+    assert all(_encodes_with(preset) for preset in X264_PRESETS) and not _encodes_with("bogus")
+    with pytest.raises(ValueError, match="unknown x264 preset 'bogus'; choose one of ultrafast"):
+        EncodeSettings(preset="bogus")
+    src = tmp_path / "src"
+    src.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        load_tool("prepare_videos").main([str(src), str(tmp_path / "dst"), "--preset", "bogus"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'bogus'" in err and all(preset in err for preset in X264_PRESETS), err
+    assert not (tmp_path / "dst").exists()

@@ -45,6 +45,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "EncodeSettings",
     "PrepareError",
+    "X264_PRESETS",
     "find_videos",
     "output_size",
     "prepare_video",
@@ -55,6 +56,10 @@ VIDEO_EXTENSIONS = frozenset(
     {".3gp", ".avi", ".flv", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ogv", ".webm", ".wmv"}
 )
 FAILURES_FILE = "failures.tsv"
+#: libx264's speed/size presets; any other name makes every encode fail.
+X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo",
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,8 @@ class EncodeSettings:
     def __post_init__(self) -> None:
         if self.short_side < 2 or not self.fps > 0 or self.gop < 1:
             raise ValueError(f"need short_side >= 2, fps > 0 and gop >= 1, got {self}")
+        if self.preset not in X264_PRESETS:
+            raise ValueError(f"unknown x264 preset {self.preset!r}; choose one of {', '.join(X264_PRESETS)}")
 
 
 class PrepareError(RuntimeError):
