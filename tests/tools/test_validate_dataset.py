@@ -9,9 +9,10 @@ import shutil
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
-from videocls.data.validate import check_videos
+from videocls.data.validate import check_videos, keeps
 
 REPO = Path(__file__).resolve().parents[2]
 BROKEN = "afl-small_movie.mp4"
@@ -167,6 +168,48 @@ def test_partial_videos_are_kept_when_they_lost_few_frames(real_videos_dir, tmp_
     assert all(v["kept"] for v in videos.values()) and clean == b"".join(lines)
     videos, clean, out = run("--max-lost-frames", "0", "--max-lost-fraction", "0")
     assert [n for n, v in videos.items() if v["kept"]] == ["g1.avi"] and clean == b"".join(lines[:2])
+
+
+def encode_h264(path: Path, frames: int) -> list[tuple[int, int]]:
+    """A small H.264 video (MP4 or AVI by the suffix); returns each packet's (pos, size)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"g": "8", "bf": "0"}
+        for i in range(frames):
+            image = np.full((64, 64, 3), 5 * i, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with av.open(str(path)) as container:
+        return [(p.pos, p.size) for p in container.demux(container.streams.video[0]) if p.size]
+
+
+def test_h264_off_by_one_files_are_partial_and_kept(tmp_path, monkeypatch):
+    """The two off-by-one shapes of real datasets, in H.264: an MP4 whose last packet does
+    not decode (N packets, N - 1 frames) and an AVI whose header counts one frame more than
+    its packets hold."""
+    monkeypatch.setenv("VIDEOCLS_CACHE_DIR", str(tmp_path / "cache"))
+    mp4, avi = tmp_path / "last_packet_bad.mp4", tmp_path / "header_one_more.avi"
+    packets = encode_h264(mp4, 40)
+    data = bytearray(mp4.read_bytes())
+    pos, size = packets[-1]
+    data[pos : pos + size] = bytes(size)  # the last frame's data is lost, its packet stays
+    mp4.write_bytes(bytes(data))
+    packets = encode_h264(avi, 40)
+    avi.write_bytes(avi.read_bytes()[: packets[-1][0]])
+    checks = check_videos([str(mp4), str(avi)], jobs=2)
+    mp4_check, avi_check = checks[str(mp4)], checks[str(avi)]
+    assert (mp4_check.status, mp4_check.packets, mp4_check.frames, mp4_check.lost_frames) == (
+        "partial", 40, 39, 1
+    )
+    assert (avi_check.status, avi_check.header_frames, avi_check.frames, avi_check.lost_frames) == (
+        "partial", 40, 39, 1
+    )
+    assert keeps(mp4_check) and keeps(avi_check)
+    assert not keeps(mp4_check, max_lost_frames=0) and not keeps(avi_check, max_lost_frames=0)
 
 
 @pytest.fixture
