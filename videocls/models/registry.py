@@ -106,10 +106,12 @@ def _entry(name: str) -> _Entry:
 def builder_kwargs(name: str) -> dict[str, object]:
     """Every keyword ``create_model(name, ...)`` passes to the model, with its default.
 
-    The builder's own keywords come first (their defaults are the registered architecture);
-    a builder with ``**overrides`` also accepts its model class's ``__init__`` keywords. A
+    A builder with ``**overrides`` also accepts its model class's ``__init__`` keywords; where
+    both name a keyword the builder's default wins (it is the registered architecture). A
     keyword without a default maps to ``inspect.Parameter.empty``. Used to check the model
-    keys of a stored (untrusted) config before anything is built from it.
+    keys of a stored (untrusted) config before anything is built from it, and by
+    ``tools/model_info.py --kwargs``. ``create_model``'s own keywords (``pretrained``,
+    ``init_2d``, ``strict_head``) are not builder keywords.
     """
     builder = _entry(name).builder
     params = inspect.signature(builder).parameters.values()
