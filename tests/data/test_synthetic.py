@@ -14,8 +14,11 @@ import pytest
 
 from videocls.data.synthetic import (
     CLASSES,
+    NOISE_FILE,
     VideoSpec,
+    flip_labels,
     generate_dataset,
+    long_tailed_counts,
     object_coverage,
     render_video,
     sample_spec,
@@ -60,6 +63,9 @@ def test_annotation_files(datasets):
             assert (root / relative).stat().st_size > 0
     meta = json.loads((root / "meta.json").read_text())
     assert (meta["seed"], meta["train_per_class"], meta["val_per_class"]) == (0, 1, 1)
+    # The defaults keep the files of datasets made before label noise and imbalance existed.
+    assert sorted(meta) == ["classes", "generator_version", "seed", "train_per_class", "val_per_class"]
+    assert not (root / NOISE_FILE).exists()
 
 
 def test_same_seed_same_dataset_whatever_the_workers(datasets):
@@ -280,3 +286,48 @@ def test_single_frames_do_not_tell_the_pair_apart(first, second):
             for label in (8, 9)
         )
         assert _ks_statistic(appear, disappear) == 1.0
+
+
+def test_flip_labels_flips_exactly_the_fraction_to_other_classes():
+    labels = [i % 10 for i in range(640)]
+    given, rows = flip_labels(labels, 0.1, seed=0)
+    assert len(rows) == 64 and len(set(rows)) == 64
+    assert [i for i in range(640) if given[i] != labels[i]] == rows  # every listed row changed, no other
+    assert all(0 <= g < 10 for g in given)
+    assert flip_labels(labels, 0.1, seed=0) == (given, rows)  # the seed alone decides
+    assert flip_labels(labels, 0.1, seed=1)[1] != rows
+    assert flip_labels(labels, 0.0, seed=0) == (labels, [])
+    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+        flip_labels(labels, 1.0, seed=0)
+
+
+def test_long_tailed_counts_by_hand():
+    # 64 * 10 ** (-c / 9): 64, 49.6, 38.4, 29.7, 23.0, 17.8, 13.8, 10.7, 8.3, 6.4
+    assert long_tailed_counts(64, 10) == [64, 50, 38, 30, 23, 18, 14, 11, 8, 6]
+    assert long_tailed_counts(2, 100) == [2, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+    assert long_tailed_counts(5, 1) == [5] * 10
+    with pytest.raises(ValueError, match="imbalance"):
+        long_tailed_counts(5, 0.5)
+
+
+def test_label_noise_and_imbalance_dataset(datasets, tmp_path):
+    root = generate_dataset(tmp_path / "noisy", seed=0, train_per_class=2, val_per_class=1, workers=2,
+                            label_noise=0.2, imbalance=2)
+    rows = read_rows(root / "train.csv")
+    true = {relative: int(relative[-9:-4]) % 10 for relative, _ in rows}  # video index -> its class
+    counts = np.bincount([true[r] for r, _ in rows], minlength=10).tolist()
+    assert counts == long_tailed_counts(2, 2) == [2, 2, 2, 2, 1, 1, 1, 1, 1, 1]
+    noise = (root / NOISE_FILE).read_text().splitlines()
+    assert noise[0] == "path,true_label,given_label"
+    flipped = {line.split(",")[0]: (int(line.split(",")[1]), int(line.split(",")[2])) for line in noise[1:]}
+    assert len(flipped) == round(0.2 * 14) == 3
+    for relative, given in rows:
+        expected = flipped[relative] if relative in flipped else (true[relative], true[relative])
+        assert (true[relative], given) == expected
+        assert expected[0] != expected[1] or relative not in flipped
+    assert read_rows(root / "val.csv") == read_rows(datasets["a"] / "val.csv")  # validation untouched
+    # The videos show their true class: the first ten are those of the clean dataset, byte for byte.
+    for relative, _ in read_rows(datasets["a"] / "train.csv"):
+        assert (root / relative).read_bytes() == (datasets["a"] / relative).read_bytes()
+    meta = json.loads((root / "meta.json").read_text())
+    assert (meta["label_noise"], meta["imbalance"]) == (0.2, 2)
