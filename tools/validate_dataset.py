@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", default="list", choices=FORMATS, help="annotation format (default: list)")
     parser.add_argument("--classes", help="class list: one name a line, or SSv2's labels.json")
     parser.add_argument("--file-template", help="path template of the kinetics_csv and ssv2 formats")
+    parser.add_argument("--num-classes", type=int,
+                        help="check every label against this class count (data.num_classes) first")
     parser.add_argument("--report", help="write a JSON report here")
     parser.add_argument("--clean", help="write the annotation file with only the kept videos here")
     parser.add_argument("--max-lost-frames", type=int, default=MAX_LOST_FRAMES,
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=sys.stderr.isatty(),
             max_lost_frames=args.max_lost_frames,
             max_lost_fraction=args.max_lost_fraction,
+            num_classes=args.num_classes,
             **format_kwargs,
         )
     except (AnnotationError, ValueError, OSError) as error:

@@ -269,3 +269,12 @@ def test_unwritable_outputs_are_refused_before_any_work(one_video_list, tmp_path
     assert [json.loads(line)["path"] for line in probe_cache.read_text().splitlines()] == [
         str(tmp_path / "g1-copy.avi")
     ]
+
+
+def test_labels_outside_num_classes_are_refused_before_any_work(one_video_list, capsys):
+    annotations, probe_cache = one_video_list
+    video = annotations.read_text().split()[0]
+    annotations.write_text(f"{video} 0\n{video} 3\n")
+    err = refused([annotations, "--num-classes", "3"], capsys, probe_cache)
+    assert f"{annotations}:2: label 3 is outside 0..2 for num_classes=3" in err
+    assert load_tool("validate_dataset").main([str(annotations), "--num-classes", "4"]) == 0

@@ -387,10 +387,11 @@ def validate_dataset(
     progress: bool = False,
     max_lost_frames: int = MAX_LOST_FRAMES,
     max_lost_fraction: float = MAX_LOST_FRACTION,
+    num_classes: int | None = None,
     **format_kwargs,
 ) -> list[tuple[VideoRecord, VideoCheck, bool]]:
     """Check every video ``annotations`` lists (see :func:`read_annotations` for ``format``,
-    ``root``, ``classes``, ``format_kwargs``). Returns ``(record, check, kept)`` in file
+    ``root``, ``classes``, ``num_classes``, ``format_kwargs``). Returns ``(record, check, kept)`` in file
     order, ``kept`` by :func:`keeps` with ``max_lost_frames`` and ``max_lost_fraction``.
     Writes ``report`` (JSON: summary and one entry per listed video, with ``kept`` and
     ``lost_frames``) and ``clean`` (the annotation file with only the kept videos, see
@@ -402,7 +403,9 @@ def validate_dataset(
             f"got {max_lost_frames} and {max_lost_fraction}"
         )
     check_outputs(annotations, report, clean)
-    records = read_annotations(annotations, format, root=root, classes=classes, **format_kwargs)
+    records = read_annotations(
+        annotations, format, root=root, classes=classes, num_classes=num_classes, **format_kwargs
+    )
     checks = check_videos([r.path for r in records], jobs=jobs, timeout=timeout, progress=progress)
     results = [
         (record, checks[record.path], keeps(checks[record.path], max_lost_frames, max_lost_fraction))
