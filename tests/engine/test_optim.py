@@ -294,3 +294,42 @@ def test_a_run_that_is_all_warmup_warms_up_to_the_peak():
     f = lambda e: lr_factor_at_epoch(e, 1, warmup_epochs=1, warmup_start_factor=0.01,  # noqa: E731
                                      cosine_after_warmup=True)
     assert f(0) == pytest.approx(0.01) and f(0.5) == pytest.approx(0.505) and f(1) == 1.0
+
+
+# ----------------------------------------------------------------------------- the rest of the config
+# DATA / TEST / MODEL values of the official files (defaults.py where the file is silent).
+OFFICIAL_DATA_TEST = {
+    "i3d_r50_k400": dict(
+        frames=8, rate=8, fps=30, jitter=[256, 320], crop=224, flip=True, test_crop=256,
+        views=(10, 3), aggregation="mean_softmax", head="window_softmax", precise_bn=200),
+    "slowfast_r50_k400": dict(
+        frames=32, rate=2, fps=30, jitter=[256, 320], crop=224, flip=True, test_crop=256,
+        views=(10, 3), aggregation="mean_softmax", head="window_softmax", precise_bn=200),
+    "timesformer_k400": dict(  # its test_net sums the ViT's logits (no softmax)
+        frames=8, rate=32, fps=30, jitter=[256, 320], crop=224, flip=True, test_crop=224,
+        views=(1, 3), aggregation="mean_logits", head=None, precise_bn=0),
+    "timesformer_ssv2": dict(
+        frames=8, rate=None, fps=None, jitter=[256, 320], crop=224, flip=False, test_crop=224,
+        views=(1, 3), aggregation="mean_logits", head=None, precise_bn=0),
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(OFFICIAL_DATA_TEST))
+def test_recipe_data_and_test_protocol_are_the_official(experiment):
+    want = OFFICIAL_DATA_TEST[experiment]
+    cfg = compose_config([f"experiment={experiment}"])
+    d = cfg.data
+    assert d.num_frames == want["frames"] and list(d.train_short_side) == want["jitter"]
+    if want["rate"] is not None:  # Kinetics: dense clips at 30 fps
+        assert (d.sampling_mode, d.sampling_rate, d.target_fps) == ("clip", want["rate"], want["fps"])
+    else:  # SSv2: get_seq_frames
+        assert d.sampling_mode == "rounded_segment"
+    assert d.train_crop == want["crop"] and d.flip == want["flip"] and d.train_crop_scale is None
+    # PySlowFast/TimeSformer test: short side = crop = TEST_CROP_SIZE when NUM_SPATIAL_CROPS is 3
+    assert d.test_short_side == d.test_crop == want["test_crop"]
+    assert (cfg.test.num_clips, cfg.test.num_crops) == want["views"]
+    assert cfg.test.aggregation == want["aggregation"]
+    assert cfg.model.get("head_pool") == want["head"]
+    assert cfg.trainer.precise_bn_batches == want["precise_bn"]
+    assert cfg.loss.label_smoothing == 0.0 and d.mixup is None
+    assert d.rand_augment is None and d.erase_prob == 0

@@ -30,6 +30,9 @@ def test_i3d_recipe_is_pyslowfasts_i3d_8x8_r50():
     assert r.params_m == pytest.approx(28.04, abs=0.01)
     assert r.test_views == (10, 3) and r.precision == "bf16" and r.warmup_epochs == 34
     assert r.init.startswith("random")
+    assert r.test_head == (
+        "window_softmax (windows of the 8 frames x 224 px training input); views combined by mean_softmax"
+    )
     assert r.gflops == pytest.approx(37.3, abs=0.1)  # registry reference, fvcore at 8 x 256 x 256
 
 
@@ -41,7 +44,7 @@ def test_timesformer_recipe_accumulates_to_the_official_global_batch():
     assert r.lr_at["75%"][1] == pytest.approx(0.0005)  # epoch 11.25: after the first step at 11
     assert r.lr_at["end"][1] == pytest.approx(0.00005)
     assert r.undecayed_tensors == 0 and r.decayed_tensors > 100  # every parameter decayed
-    assert r.test_views == (1, 3)
+    assert r.test_views == (1, 3) and r.test_head == "views combined by mean_logits"
     # On 4 GPUs the linear scaling rule keeps the per-clip rate.
     r4 = _recipe("experiment=timesformer_k400", gpus=4)
     assert r4.global_batch == 32 and r4.peak_lr == pytest.approx(0.0025)

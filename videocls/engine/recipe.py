@@ -69,6 +69,7 @@ class Recipe:
     clip: str
     train_aug: str
     test_input: str
+    test_head: str
 
     @property
     def lr_per_sample(self) -> float:
@@ -90,6 +91,17 @@ def _init_source(cfg: DictConfig) -> str:
     if init_2d:
         return f"2D ImageNet weights {init_2d} (model.init_2d), inflated"
     return "random (from scratch): neither model.pretrained nor model.init_2d is set"
+
+
+def _test_head(cfg: DictConfig) -> str:
+    aggregation = f"views combined by {cfg.test.aggregation}"
+    pool = cfg.model.get("head_pool")
+    if pool is None:
+        return aggregation
+    if pool == "global":
+        return f"global mean over the feature map; {aggregation}"
+    window = f"{cfg.model.get('head_pool_frames')} frames x {cfg.model.get('head_pool_crop')} px"
+    return f"{pool} (windows of the {window} training input); {aggregation}"
 
 
 def _lr_points(warmup: float, epochs: float) -> dict[str, float]:
@@ -172,6 +184,7 @@ def describe_recipe(
         gflops=gflops, gflops_source=gflops_source, clip=clip,
         train_aug=f"{crop}, flip {'on' if data.flip else 'off'}",
         test_input=f"short side {data.test_short_side}, {data.test_crop} crops",
+        test_head=_test_head(cfg),
     )
 
 
@@ -202,6 +215,7 @@ def format_recipe(r: Recipe) -> str:
         f"train augment     {r.train_aug}",
         f"test views        {r.test_views[0]} clips x {r.test_views[1]} crops = {views} per video"
         f" ({r.test_input}); validation during training {r.val_views[0]} x {r.val_views[1]}",
+        f"test head         {r.test_head}",
     ]
     return "\n".join(lines)
 
