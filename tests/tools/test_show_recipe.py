@@ -77,3 +77,11 @@ def test_cli_prints_the_recipe(monkeypatch, capsys):
     assert "peak LR 0.05 " in out and "0.001563 per clip" in out
     assert "10 clips x 3 crops = 30 per video" in out
     assert format_recipe(_recipe("experiment=i3d_r50_k400", gpus=4)) == out.strip()
+
+
+def test_measured_gflops_match_pyslowfasts_model_zoo():
+    # --flops traces the recipe's model at its test view (8 x 256 x 256); PySlowFast's model zoo
+    # lists I3D 8x8 R50 at 37.3 GFLOPs per view. About 15 s of CPU.
+    r = _recipe("experiment=i3d_r50_k400", gpus=8, measure_flops=True)
+    assert r.gflops == pytest.approx(37.3, abs=0.05)
+    assert r.gflops_source == "measured (fvcore) at 8x256x256"
