@@ -173,3 +173,7 @@ def test_changed_hyperparameters_reads_the_stored_yaml_without_resolving_it(demo
     assert changes == [("optim.base_lr", "${oc.env:HOME}", 0.003)]
     assert changed_hyperparameters(resolved, demo_config) == []
     assert changed_hyperparameters(None, demo_config) == []
+    newer = copy.deepcopy(demo_config)
+    OmegaConf.update(newer, "model.new_option", None, force_add=True)  # added since: off, unchanged
+    OmegaConf.update(newer, "schedule.new_shape", True, force_add=True)  # added since, with a value
+    assert changed_hyperparameters(resolved, newer) == [("schedule.new_shape", "<absent>", True)]

@@ -107,8 +107,11 @@ def changed_hyperparameters(stored_yaml: str | None, current: DictConfig) -> lis
         return []
     old = _resume_relevant(_flatten(OmegaConf.to_container(stored, resolve=False)))
     new = _resume_relevant(_flatten(OmegaConf.to_container(current, resolve=True)))
+    # A key added to the configs since the checkpoint was written counts as unchanged when it
+    # is null (an option left off); with a value it may change the training, so it is reported.
     return [(key, old.get(key, _ABSENT), new.get(key, _ABSENT))
-            for key in sorted(old.keys() | new.keys()) if old.get(key, _ABSENT) != new.get(key, _ABSENT)]
+            for key in sorted(old.keys() | new.keys())
+            if old.get(key) != new.get(key)]
 
 
 def format_changes(changes: list[tuple[str, object, object]]) -> str:
