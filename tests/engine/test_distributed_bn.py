@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from helpers import tiny_overrides
 from torch import nn
 
-from helpers import tiny_overrides
 from videocls import create_model
 from videocls.engine.distributed import DistEnv
 from videocls.engine.trainer import recompute_bn_stats
@@ -26,8 +26,8 @@ def _model() -> nn.Module:
 
 def _batches() -> list[list[dict]]:
     """Rank 0 gets 2 batches, rank 1 gets 3, each of another scale and offset."""
-    batches = [{"video": torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(i)) * (1 + i) + i}
-               for i in range(5)]
+    clips = [torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(5)]
+    batches = [{"video": clip * (1 + i) + i} for i, clip in enumerate(clips)]
     return [batches[:2], batches[2:]]
 
 
@@ -36,7 +36,8 @@ def _precise_bn_rank(rank: int, world_size: int, init_file: str, out_dir: str) -
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         model, shard = _model(), _batches()[rank]
-        recompute_bn_stats(model, shard, len(shard), DistEnv(rank, rank, world_size, torch.device("cpu")), "32")
+        env = DistEnv(rank, rank, world_size, torch.device("cpu"))
+        recompute_bn_stats(model, shard, len(shard), env, "32")
         torch.save(dict(model.named_buffers()), Path(out_dir) / f"{rank}.pt")
     finally:
         dist.destroy_process_group()

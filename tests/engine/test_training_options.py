@@ -45,8 +45,8 @@ def test_leftover_micro_batches_are_not_run_nor_leak_into_the_next_epoch(tiny_sy
     # leftover is dropped, so two epochs equal two epochs of batches of 6 (the loader drops the
     # incomplete last batch of 2 there): same clips per step, same order, same schedule.
     accumulated = tmp_path / "acc"
-    fit(compose_config(tiny_overrides(tiny_synthetic, accumulated, *NO_BN, "data.batch_size=2",
-                                      "trainer.accumulate_grad_batches=3", "trainer.max_epochs=2")), accumulated)
+    overrides = (*NO_BN, "data.batch_size=2", "trainer.accumulate_grad_batches=3", "trainer.max_epochs=2")
+    fit(compose_config(tiny_overrides(tiny_synthetic, accumulated, *overrides)), accumulated)
     large = tmp_path / "large"
     fit(compose_config(tiny_overrides(tiny_synthetic, large, *NO_BN, "data.batch_size=6",
                                       "trainer.max_epochs=2")), large)
@@ -119,7 +119,8 @@ def test_fp16_with_grad_scaler_on_gpu(tiny_synthetic, tmp_path):
     assert state["global_step"] == 5 and state["scaler"]["scale"] >= 2.0**10
 
 
-def test_non_finite_gradient_skips_the_step_names_the_parameter_and_counts_it(tiny_synthetic, tmp_path, caplog):
+def test_non_finite_gradient_skips_the_step_names_the_parameter_and_counts_it(tiny_synthetic, tmp_path,
+                                                                              caplog):
     cfg = compose_config(tiny_overrides(tiny_synthetic, tmp_path, "trainer.log_every_n_steps=1"))
     trainer = Trainer(cfg, tmp_path)
     name, param = "head.proj.weight", trainer.model.get_parameter("head.proj.weight")
@@ -345,8 +346,8 @@ def test_an_unreadable_training_video_is_warned_about_once_and_listed(tiny_synth
     bad.write_bytes(b"not a video")
     train_list = tmp_path / "train.csv"
     train_list.write_text((tiny_synthetic / "train.csv").read_text() + f"{bad},3\n")
-    overrides = tiny_overrides(tiny_synthetic, tmp_path, f"data.train_list={train_list}", "data.num_workers=1",
-                               "trainer.max_epochs=2", "test.num_clips=1")
+    overrides = tiny_overrides(tiny_synthetic, tmp_path, f"data.train_list={train_list}",
+                               "data.num_workers=1", "trainer.max_epochs=2", "test.num_clips=1")
     with caplog.at_level("WARNING"):
         fit(compose_config(overrides), tmp_path)
     # Two epochs, each reading it in a new worker process: one warning, from the main process.
