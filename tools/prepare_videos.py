@@ -4,8 +4,9 @@
 
 Keeps relative paths (extension -> .mp4), never upscales, skips outputs that already read
 back, and lists the sources it could not prepare in DST_DIR/failures.tsv (details in
-``videocls.data.prepare``). Exits 0 once it has run, whatever failed, and 2 when SRC_DIR
-does not exist.
+``videocls.data.prepare``). Settings are checked before any work: an unknown --preset (not
+one of libx264's) is refused with the valid names. Exits 0 once it has run, whatever failed,
+and 2 when SRC_DIR does not exist or an option is invalid.
 """
 
 from __future__ import annotations
