@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from videocls.engine.amp import PRECISIONS
@@ -114,5 +115,37 @@ def changed_hyperparameters(stored_yaml: str | None, current: DictConfig) -> lis
             if old.get(key) != new.get(key)]
 
 
-def format_changes(changes: list[tuple[str, object, object]]) -> str:
-    return "\n  ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changes)
+def format_changes(changes: list[tuple[str, object, object]], sep: str = "\n  ") -> str:
+    return sep.join(f"{key}: {old!r} -> {new!r}" for key, old, new in changes)
+
+
+def refuse_changed_hyperparameters(path, stored_config: str | None, cfg: DictConfig) -> list:
+    """The changed resume-relevant keys when ``trainer.resume_allow_changes=true``; without it a
+    change raises ConfigError listing each key (old -> new): the checkpoint's optimiser and
+    scheduler state would otherwise silently keep the old values (the learning rate, say)
+    while ``.hydra/config.yaml`` records the new ones."""
+    changes = changed_hyperparameters(stored_config, cfg)
+    if changes and not OmegaConf.select(cfg, "trainer.resume_allow_changes", default=False):
+        raise ConfigError(
+            f"{path}: this run's configuration differs from the checkpoint's it would resume:\n"
+            f"  {format_changes(changes)}\n"
+            "Resume with the checkpoint's values, start a new run (another hydra.run.dir, or "
+            "trainer.resume=never), or pass trainer.resume_allow_changes=true to continue with the new "
+            "values (weights, optimiser moments and the step count come from the checkpoint)")
+    return changes
+
+
+def apply_group_hyperparameters(optimizer: torch.optim.Optimizer, scheduler, fresh: list[dict]) -> None:
+    """After loading a checkpoint's optimiser and scheduler state, put back the group
+    hyper-parameters this run's config set (``fresh``: learning rate, weight decay, momentum,
+    ...) and the learning rate its schedule gives at the resumed step."""
+    if len(fresh) != len(optimizer.param_groups):
+        return
+    for group, values in zip(optimizer.param_groups, fresh):
+        group.update(values)
+    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        scheduler.base_lrs = [values["initial_lr"] for values in fresh]
+        lrs = [base * fn(scheduler.last_epoch) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+        for group, lr in zip(optimizer.param_groups, lrs):
+            group["lr"] = lr
+        scheduler._last_lr = lrs

@@ -28,17 +28,22 @@ from videocls.data.dataset import report_skipped
 from videocls.data.loader import build_loader
 from videocls.data.mix import Mixup, batch_generator
 from videocls.engine.checkpoint import (
+    Preempted,
     PreemptionFlag,
     load_checkpoint,
     rng_state,
     save_atomic,
     set_rng_state,
+    worker_killed_by_signal,
 )
-from videocls.engine.config_checks import ConfigError, changed_hyperparameters, check_config, format_changes
+from videocls.engine.config_checks import (
+    apply_group_hyperparameters,
+    check_config,
+    format_changes,
+    refuse_changed_hyperparameters,
+)
 from videocls.engine.distributed import (
-    DistEnv,
     all_gather_objects,
-    all_reduce_sum_,
     any_rank,
     barrier,
     broadcast_object,
@@ -49,6 +54,8 @@ from videocls.engine.distributed import (
 from videocls.engine.evaluator import EvalResult, autocast, evaluate, to_device
 from videocls.engine.logging import RunLogger
 from videocls.engine.losses import SoftTargetCrossEntropy
+from videocls.engine.precise_bn import recompute_bn_stats
+from videocls.engine.run_lock import claim_run_dir
 from videocls.engine.tester import run_test
 from videocls.models import get_model_config
 
@@ -64,47 +71,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-@torch.no_grad()
-def recompute_bn_stats(model: nn.Module, loader, num_batches: int, env: DistEnv, precision: str) -> None:
-    """Precise BN (PySlowFast): re-estimate BatchNorm statistics as a true average over batches.
-
-    Running averages with momentum lag behind the final weights; this replaces them. Each
-    statistic is the average of the per-batch statistics (means and unbiased variances, as
-    PySlowFast's precise BN; not the pooled variance of all features).
-
-    Under DDP every rank sees its own shard, so the per-rank averages are then averaged over
-    ranks, weighted by each rank's batch count: every rank ends with the statistics a single
-    process would compute from all ranks' batches, and the saved checkpoint (rank 0's) holds
-    the statistics every rank evaluated with.
-    """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns or num_batches <= 0:
-        return
-    momenta = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average = exact mean over the batches seen
-    was_training = model.training
-    model.train()
-    for i, batch in enumerate(loader):
-        if i >= num_batches:
-            break
-        with autocast(env.device, precision):
-            model(to_device(batch["video"], env.device))
-    if env.distributed:
-        for bn in bns:
-            count = bn.num_batches_tracked.to(bn.running_mean.dtype)
-            packed = torch.cat([bn.running_mean * count, bn.running_var * count, count.view(1)])
-            all_reduce_sum_(packed)
-            total = packed[-1].clamp(min=1)
-            bn.running_mean.copy_(packed[: bn.num_features] / total)
-            bn.running_var.copy_(packed[bn.num_features : 2 * bn.num_features] / total)
-            bn.num_batches_tracked.fill_(int(packed[-1].item()))
-    for bn, momentum in zip(bns, momenta):
-        bn.momentum = momentum
-    model.train(was_training)
-
-
 class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: str | Path) -> None:
         self.cfg = cfg
@@ -114,6 +80,7 @@ class Trainer:
         # Each rank's Hydra picks its own timestamped dir; rank 0's is the run's (and resume's).
         self.run_dir = Path(broadcast_object(str(run_dir)))
         self.ckpt_dir = self.run_dir / "checkpoints"
+        self.run_lock = claim_run_dir(self.run_dir) if self.env.is_main else None  # one run per dir
         seed_everything(t.seed, t.deterministic)
         self.precision = str(t.precision)
         self.accumulate = int(t.accumulate_grad_batches)
@@ -210,14 +177,19 @@ class Trainer:
                 raise FileNotFoundError(f"trainer.resume={choice}: no such checkpoint")
             return
         state = load_checkpoint(path)
-        changes = self._check_resume_config(path, state.get("config"), state.get("global_step", 0))
+        changes = refuse_changed_hyperparameters(path, state.get("config"), self.cfg)
+        if changes and self.env.is_main:
+            log.warning("resuming %s with changed hyper-parameters (trainer.resume_allow_changes=true); "
+                        "the new values apply from the resumed step:\n  %s", path, format_changes(changes))
+            self.logger.log({"resume/changed": format_changes(changes, sep="; ")},
+                            step=int(state.get("global_step", 0)))
         # The hyper-parameters of the optimiser's groups as this run's config sets them.
         fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if changes:
-            self._apply_config_hyperparameters(fresh)
+            apply_group_hyperparameters(self.optimizer, self.scheduler, fresh)
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
@@ -228,44 +200,6 @@ class Trainer:
         if self.env.is_main:
             log.info("resumed from %s at epoch %d, batch %d (global step %d)",
                      path, self.epoch, self.batches_done, self.global_step)
-
-    def _check_resume_config(self, path: Path, stored_config, stored_step) -> list:
-        """Refuse to resume with other optim/schedule/loss/model/batch/epoch values than the
-        checkpoint's (they would be silently ignored or half applied) unless
-        ``trainer.resume_allow_changes=true``; then warn, log, and let the new values apply."""
-        changes = changed_hyperparameters(stored_config, self.cfg)
-        if not changes:
-            return []
-        listing = format_changes(changes)
-        if not self.cfg.trainer.get("resume_allow_changes", False):
-            raise ConfigError(
-                f"{path}: this run's configuration differs from the checkpoint's it would resume:\n"
-                f"  {listing}\n"
-                "Resume with the checkpoint's values, start a new run (another hydra.run.dir, or "
-                "trainer.resume=never), or pass trainer.resume_allow_changes=true to continue with the new "
-                "values (weights, optimiser moments and the step count come from the checkpoint)")
-        if self.env.is_main:
-            log.warning("resuming %s with changed hyper-parameters (trainer.resume_allow_changes=true); "
-                        "the new values apply from the resumed step:\n  %s", path, listing)
-            self.logger.log({"resume/changed": "; ".join(f"{k}: {o!r} -> {n!r}" for k, o, n in changes)},
-                            step=int(stored_step))
-        return changes
-
-    def _apply_config_hyperparameters(self, fresh: list[dict]) -> None:
-        """After loading the optimiser and scheduler state, put back the config's group
-        hyper-parameters (learning rate, weight decay, momentum, ...) and set the learning rate
-        the schedule gives at the resumed step."""
-        if len(fresh) != len(self.optimizer.param_groups):
-            return
-        for group, values in zip(self.optimizer.param_groups, fresh):
-            group.update(values)
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.LambdaLR):
-            self.scheduler.base_lrs = [values["initial_lr"] for values in fresh]
-            step = self.scheduler.last_epoch
-            lrs = [base * fn(step) for base, fn in zip(self.scheduler.base_lrs, self.scheduler.lr_lambdas)]
-            for group, lr in zip(self.optimizer.param_groups, lrs):
-                group["lr"] = lr
-            self.scheduler._last_lr = lrs
 
     # ----------------------------------------------------------------------------- training
     def _sync_context(self, batch_index: int):
@@ -443,7 +377,7 @@ class Trainer:
                         if stopped and not saved:
                             self.save()
                 except RuntimeError as exc:
-                    signum = worker_killed_by_signal(exc)
+                    signum = worker_killed_by_signal(exc, preempt.received)
                     if signum is None:
                         raise
                     # A loader worker died of the job's signal before its init could ignore it.
