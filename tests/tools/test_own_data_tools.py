@@ -174,6 +174,11 @@ def test_tune_thresholds_beside_the_checkpoint(tiny_run, tmp_path, capsys, caplo
     summary = thresholded_summary(record_2, probs, torch.tensor([0, 1]), ["a", "b"])
     assert summary["coverage"] == 0.5 and summary["accuracy"] == 1.0 and summary["cost"] == pytest.approx(0.5)
 
+    # A temperature in use at tuning time is applied again: sqrt-scaled [0.6, 0.4] -> 0.55 < 0.6.
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4]])
+    assert decide({**record_2, "temperature": None}, probs) == [0, 0]
+    assert decide({**record_2, "temperature": 2.0}, probs) == [0, None]
+
     # Per-class costs from a file, one-vs-rest on the single-label data.
     costs = tmp_path / "fn.csv"
     costs.write_text("".join(f"{name},{5 if i == 0 else 1}\n" for i, name in enumerate(CLASSES)))

@@ -216,8 +216,19 @@ def load_thresholds(checkpoint: str | Path) -> dict | None:
     return {**record, "path": str(path)}
 
 
+def tuned_scale(record: dict, probs: torch.Tensor) -> torch.Tensor:
+    """``probs`` on the scale the thresholds were tuned on: the temperature in use then (if any)
+    applied to the protocol's plain video probabilities, whatever calibration file is there now."""
+    temperature = record.get("temperature")
+    return apply_temperature(probs, temperature) if temperature else probs
+
+
 def decide(record: dict, probs: torch.Tensor) -> list:
-    """Per video: the answered class or None (abstain), or the list of classes over their thresholds."""
+    """Per video: the answered class or None (abstain), or the list of classes over their thresholds.
+
+    ``probs``: the test protocol's video probabilities without temperature (see :func:`tuned_scale`).
+    """
+    probs = tuned_scale(record, probs)
     if record["kind"] == "abstain":
         confidence, top = probs.double().max(dim=1)
         return [int(c) if p >= record["threshold"] else None for p, c in zip(confidence, top)]
@@ -228,7 +239,11 @@ def decide(record: dict, probs: torch.Tensor) -> list:
 def thresholded_summary(
     record: dict, probs: torch.Tensor, labels: torch.Tensor, class_names: list[str]
 ) -> dict:
-    """For results.json: coverage/accuracy/cost (abstain) or per-class precision/recall/F1."""
+    """For results.json: coverage/accuracy/cost (abstain) or per-class precision/recall/F1.
+
+    ``probs``: the test protocol's video probabilities without temperature (see :func:`tuned_scale`).
+    """
+    probs = tuned_scale(record, probs)
     if record["kind"] == "abstain":
         out = {"kind": "abstain", "threshold": record["threshold"], "file": record.get("path")}
         if record.get("cost_error") is not None:
