@@ -3,6 +3,9 @@ anyway is recognised as preemption, not a crash."""
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -48,7 +51,9 @@ def test_loader_workers_survive_the_jobs_signal(sig):
     for batch in loader:
         seen += batch["index"].tolist()
         for pid in set(batch["pid"].tolist()) - signalled - {os.getpid()}:
-            os.kill(pid, sig)  # what torchrun's os.killpg / Slurm does to every process
+            # From another process, as torchrun's os.killpg or Slurm (the parent's own SIGTERM
+            # means "exit": multiprocessing's way to end its workers).
+            subprocess.run(["kill", f"-{signal.Signals(sig).name[3:]}", str(pid)], check=True)
             signalled.add(pid)
     assert len(signalled) == 2  # both workers were signalled mid-epoch...
     assert sorted(seen) == list(range(24))  # ...and still delivered every item
@@ -77,3 +82,27 @@ def test_a_dead_worker_while_the_main_process_was_signalled_is_preemption():
     assert worker_killed_by_signal(error, received=signal.SIGUSR1) == signal.SIGUSR1
     assert worker_killed_by_signal(error) is None
     assert worker_killed_by_signal(RuntimeError("shape mismatch"), received=signal.SIGTERM) is None
+
+
+def test_an_error_with_live_workers_still_exits():
+    # At exit multiprocessing SIGTERMs its daemonic children and waits for them: workers must
+    # still obey their parent's SIGTERM, or an uncaught error with a live iterator hangs forever.
+    code = textwrap.dedent("""
+        import os, time
+        from torch.utils.data import Dataset
+        from videocls.data.loader import build_loader
+
+        class Slow(Dataset):
+            def __len__(self):
+                return 100
+
+            def __getitem__(self, i):
+                time.sleep(0.01)
+                return {"index": i, "skipped": []}
+
+        iterator = iter(build_loader(Slow(), batch_size=2, num_workers=2, train=False))
+        next(iterator)
+        raise FloatingPointError("a crash mid-epoch")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "FloatingPointError: a crash mid-epoch" in proc.stderr

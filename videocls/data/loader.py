@@ -9,9 +9,12 @@ the same guarantees: one global order per ``seed + epoch``, disjoint rank shards
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
 import signal
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
@@ -91,11 +94,29 @@ def _worker_init(_: int) -> None:
     # Each worker decodes one video at a time; intra-op threads would only fight each other.
     torch.set_num_threads(1)
     # torchrun (os.killpg) and Slurm signal every process of the job. A worker that died of the
-    # signal would make the loader raise "DataLoader worker ... is killed by signal" in the
-    # main process before it could save; ignoring it, the worker lives until the main process
-    # has saved and shuts the loader down (or the job's final SIGKILL).
+    # signal would make the loader raise "DataLoader worker ... is killed by signal" in the main
+    # process before it could save; ignoring it, the worker lives until the main process has
+    # saved and shuts the loader down (or the job's final SIGKILL).
     for sig in PREEMPTION_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+@atexit.register  # runs before multiprocessing's own exit hook (registered earlier, run later)
+def _end_leftover_workers() -> None:
+    """At exit multiprocessing SIGTERMs its daemonic children and waits for them: workers that
+    ignore SIGTERM, left running by an iterator still alive (an uncaught error's traceback holds
+    it), would make that wait endless. End them first."""
+    for child in multiprocessing.active_children():
+        if child.daemon and _is_loader_worker(child.pid):
+            child.kill()
+            child.join(timeout=5)
+
+
+def _is_loader_worker(pid: int) -> bool:
+    try:  # torch names its workers' main thread, which names the process
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "pt_data_worker"
+    except OSError:  # no /proc: any daemonic child, which multiprocessing would end anyway
+        return True
 
 
 def build_loader(dataset: Dataset, batch_size: int, num_workers: int, train: bool, seed: int = 0,

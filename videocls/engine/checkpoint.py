@@ -10,6 +10,7 @@ save.
 
 from __future__ import annotations
 
+import _thread
 import errno
 import io
 import logging
@@ -18,6 +19,7 @@ import random
 import re
 import signal
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -183,6 +185,7 @@ class PreemptionFlag:
         self.received: int | None = None
         self.interrupt, self.message = interrupt, message
         self._previous = {}
+        self._done = threading.Event()
 
     def __enter__(self) -> PreemptionFlag:
         for sig in self.SIGNALS:
@@ -190,13 +193,23 @@ class PreemptionFlag:
         return self
 
     def _handle(self, signum, _frame) -> None:
-        self.received = signum
         if self.interrupt:
+            if self.received is None:
+                # An exception raised from a signal handler is lost where it lands in code that
+                # ignores exceptions (an at-fork hook, a __del__): repeat it until one escapes.
+                threading.Thread(target=self._repeat, args=(signum,), daemon=True).start()
+            self.received = signum
             raise Preempted(signum, self.message)
+        self.received = signum
         log.warning("received %s: will save a checkpoint and exit at the next step",
                     signal.Signals(signum).name)
 
+    def _repeat(self, signum: int) -> None:
+        while not self._done.wait(0.5):
+            _thread.interrupt_main(signum)  # runs this flag's handler in the main thread again
+
     def __exit__(self, *exc) -> None:
+        self._done.set()
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
