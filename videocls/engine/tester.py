@@ -17,21 +17,23 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from videocls.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from videocls.data.datamodule import VideoData
 from videocls.data.dataset import VideoClipDataset
 from videocls.data.loader import build_loader
 from videocls.engine.calibrate import (
     apply_temperature, fit_video_temperature, load_calibration, save_calibration,
 )
+from videocls.engine.config_checks import check_config
 from videocls.engine.distributed import DistEnv, broadcast_object, init_distributed, shutdown
 from videocls.engine.evaluator import EvalResult, evaluate
 from videocls.engine.logging import RunLogger
 from videocls.engine.report import format_results, write_results
 from videocls.engine.run_loading import LoadedRun
 from videocls.metrics.calibration import expected_calibration_error
+from videocls.metrics.classification import LOGIT_AGGREGATIONS, canonical_aggregation
 from videocls.metrics.per_class import confusion_matrix, metrics_from_confusion, write_confusion_csv, write_per_class_csv
 from videocls.metrics.plots import plot_confusion_matrix, plot_reliability_diagram
-from videocls.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from videocls.metrics.robustness import robustness_summary, robustness_table
 
 MAX_CLASSES_TO_PLOT = 100
@@ -39,7 +41,8 @@ MAX_CLASSES_TO_PLOT = 100
 
 def video_probabilities(result: EvalResult, aggregation: str) -> torch.Tensor:
     """Aggregated scores as probabilities (summed logits are turned into a softmax)."""
-    return result.video_scores.softmax(dim=1) if aggregation == "sum_logits" else result.video_scores
+    logits = canonical_aggregation(aggregation) in LOGIT_AGGREGATIONS
+    return result.video_scores.softmax(dim=1) if logits else result.video_scores
 
 
 def write_predictions(path: Path, result: EvalResult, probs: torch.Tensor, paths: list[str],
@@ -153,6 +156,7 @@ def evaluate_checkpoint(run: LoadedRun, out_dir: str | Path) -> dict | None:
     """The test protocol (``run.config.test``) on a loaded run (:mod:`videocls.engine.run_loading`),
     with the run's precision and seed; ``results.json`` names the checkpoint and its weights."""
     cfg = run.config
+    check_config(cfg, training=False)
     env = init_distributed(cfg.trainer.device)
     try:
         out_dir = broadcast_object(str(out_dir))
@@ -170,6 +174,7 @@ def calibrate_checkpoint(run: LoadedRun) -> dict | None:
     predictions (the ``test`` protocol's views and aggregation) and store it beside the
     checkpoint; rank 0 returns the stored record (with its ``path``)."""
     cfg, data = run.config, run.data
+    check_config(cfg, training=False)
     env = init_distributed(cfg.trainer.device)
     try:
         precision, seed = str(cfg.trainer.precision), cfg.trainer.seed
