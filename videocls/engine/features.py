@@ -29,7 +29,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from videocls.data.loader import collate_clips
-from videocls.engine.distributed import DistEnv, barrier, init_distributed, shutdown
+from videocls.engine.calibrate import _sha256
+from videocls.engine.distributed import DistEnv, barrier, broadcast_object, init_distributed, shutdown
 from videocls.engine.evaluator import autocast, to_device
 from videocls.engine.run_loading import (
     CREATE_MODEL_KEYS,
@@ -195,6 +196,7 @@ def extract_features(
         videos = [r.path for r in dataset.records]
         job = {
             "checkpoint": str(checkpoint),
+            "checkpoint_sha256": _sha256(Path(checkpoint)),
             "split": split,
             "list": str(data.train_list if split == "train" else data.val_list),
             "videos_sha256": hashlib.sha256("\n".join(videos).encode()).hexdigest(),
@@ -203,12 +205,20 @@ def extract_features(
             "model": cfg.model.name,
             "test_short_side": data.test_short_side,
             "test_crop": data.test_crop,
+            "num_frames": data.num_frames,
+            "sampling": [data.sampling_mode, data.sampling_rate, data.target_fps],
         }
         parts = _parts_dir(out)
+        refusal = None
         if env.is_main:
             parts.mkdir(parents=True, exist_ok=True)
-            _check_job(parts, job)
-        barrier()
+            try:
+                _check_job(parts, job)
+            except ValueError as error:
+                refusal = str(error)
+        refusal = broadcast_object(refusal)  # every rank stops, none waits at a barrier
+        if refusal:
+            raise ValueError(refusal)
         done = _done_videos(parts)
         todo = [v for v in range(len(videos)) if v not in done][env.rank :: env.world_size]
         if env.is_main and done:
