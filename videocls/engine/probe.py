@@ -11,7 +11,6 @@ metrics as ``tools/test.py`` (top-1, top-5, mean class accuracy, from
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +140,3 @@ def _write_predictions(path: Path, videos, labels, probs: np.ndarray, classes: l
         for video, label, row in zip(videos, labels, probs):
             pred = int(row.argmax())
             writer.writerow([video, int(label), classes[int(label)], pred, classes[pred], f"{row[pred]:.6f}"])
-
-
-def results_json(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
