@@ -42,3 +42,14 @@ def test_explicit_values_win_over_the_checkpoint(tiny_run, tiny_synthetic):
     assert (transform.min_short_side, transform.max_short_side, transform.crop_size) == (28, 28, 24)
     inputs = _model_inputs(predictor, tiny_synthetic / "videos" / "val" / "00000.mp4")
     assert inputs.shape == (6, 3, 2, 24, 24)
+
+
+def test_crops_other_than_one_or_three_are_refused(tiny_run):
+    import pytest
+
+    checkpoint = tiny_run / "checkpoints" / "last.pt"
+    for crops in (2, 5):
+        with pytest.raises(ValueError, match=f"num_crops={crops}: use 1"):
+            load_predictor(checkpoint, num_clips=1, num_crops=crops)
+    described = load_predictor(checkpoint, num_clips=1, num_crops=1, sampling_mode="rounded_segment").describe()
+    assert "rounded segments" in described

@@ -61,7 +61,8 @@ class Preprocessing:
 
     def describe(self) -> str:
         s, t = self.sampler, self.transform
-        sampling = "segments" if s.mode == "segment" else f"every {s.sampling_rate} frames"
+        sampling = {"segment": "segments", "rounded_segment": "rounded segments"}.get(
+            s.mode, f"every {s.sampling_rate} frames")
         return (f"{s.num_frames} frames ({sampling}, pad {s.pad}), short side {t.min_short_side}, "
                 f"crop {t.crop_size}, mean {tuple(t.mean)}, std {tuple(t.std)} ({self.source})")
 
@@ -90,6 +91,8 @@ class VideoPredictor:
             self.preprocessing = Preprocessing.from_model_config(self.model.default_config)
         # The built model's own alpha (a model.alpha override included), else the registry's.
         self.alpha = getattr(self.model, "alpha", None) or self.model.default_config.extra.get("alpha")
+        if self.num_crops not in (1, 3):  # the test views' layout: centre, or left/centre/right
+            raise ValueError(f"num_crops={self.num_crops}: use 1 (centre crop) or 3 (three crops along the long side)")
         outputs = num_outputs(self.model)
         if len(self.class_names) != outputs:
             raise ValueError(f"{len(self.class_names)} class names for a model with {outputs} outputs")
