@@ -63,3 +63,13 @@ def test_class_list_must_have_num_classes_names(tmp_path):
         message = f"{classes}: the class list has 6 names but data.num_classes={n}"
         with pytest.raises(ValueError, match=re.escape(message)):
             data(tmp_path, num_classes=n, classes=str(classes)).dataset("train", True, MEAN, STD)
+
+
+def test_inverse_uniform_scale_jitter_reaches_the_training_transform(tmp_path):
+    from videocls.data.datamodule import VideoData
+
+    (tmp_path / "list.csv").write_text("a.mp4 0\n")
+    common = dict(train_list=str(tmp_path / "list.csv"), val_list=str(tmp_path / "list.csv"), num_classes=1)
+    on = VideoData(**common, train_scale_inverse_uniform=True)._train_transform((0.5,) * 3, (0.5,) * 3)
+    off = VideoData(**common)._train_transform((0.5,) * 3, (0.5,) * 3)
+    assert on.inverse_uniform_scale is True and off.inverse_uniform_scale is False

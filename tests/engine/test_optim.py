@@ -333,3 +333,5 @@ def test_recipe_data_and_test_protocol_are_the_official(experiment):
     assert cfg.trainer.precise_bn_batches == want["precise_bn"]
     assert cfg.loss.label_smoothing == 0.0 and d.mixup is None
     assert d.rand_augment is None and d.erase_prob == 0
+    # DATA.INV_UNIFORM_SAMPLE: True in TimeSformer's SSv2 config, False (default) in the Kinetics ones
+    assert d.train_scale_inverse_uniform == (experiment == "timesformer_ssv2")

@@ -41,6 +41,7 @@ class VideoData:
     target_fps: float | None = None
     pad: str = "repeat"
     train_short_side: tuple[int, int] = (256, 320)
+    train_scale_inverse_uniform: bool = False  # PySlowFast DATA.INV_UNIFORM_SAMPLE (SSv2 recipes)
     train_crop: int = 224
     test_short_side: int = 256
     test_crop: int = 256
@@ -146,7 +147,8 @@ class VideoData:
             if self.erase_prob > 0 else None
         )
         return ClipTransform(
-            self.train_crop, lo, hi, mean, std, True, self.flip, resized_crop, rand_augment, erasing
+            self.train_crop, lo, hi, mean, std, True, self.flip, resized_crop, rand_augment, erasing,
+            inverse_uniform_scale=self.train_scale_inverse_uniform,
         )
 
     def _mean(self, model_mean):
