@@ -26,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from videocls.engine.checkpoint import Preempted
+from videocls.engine.run_lock import RunDirInUse, acquire_run_lock
 from videocls.engine.trainer import fit
 
 log = logging.getLogger(__name__)
@@ -50,5 +51,21 @@ def main(cfg: DictConfig) -> None:
         print(f"results: {summary['results_path']}")
 
 
+def _lock_named_run_dir(argv: list[str]) -> None:
+    """Lock ``hydra.run.dir=...`` before Hydra writes ``.hydra/`` and its log there: a second run
+    refused only by the trainer would already have replaced the first run's recorded config.
+    (The trainer takes the same lock again, for every other way of choosing the directory.)"""
+    if int(os.environ.get("RANK", 0)) != 0:
+        return
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key == "hydra.run.dir" and value and "${" not in value:
+            try:
+                acquire_run_lock(value)
+            except RunDirInUse as exc:
+                sys.exit(f"error: {exc}")
+
+
 if __name__ == "__main__":
+    _lock_named_run_dir(sys.argv[1:])
     main()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,3 +221,31 @@ def test_an_interrupt_lost_in_code_that_ignores_exceptions_is_repeated():
             while time.monotonic() - start < 30:
                 time.sleep(0.01)
     assert time.monotonic() - start < 5
+
+
+def test_train_and_trainer_refuse_a_run_dir_in_use_before_touching_it(tmp_path):
+    from helpers import compose_config, tiny_overrides
+
+    from videocls.engine.trainer import Trainer
+
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("the first run's config\n")
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        overrides = tiny_overrides(tmp_path / "no-data-needed", run_dir)
+        with pytest.raises(RunDirInUse, match=f"in use by another run \\(pid {holder.pid} on host "):
+            Trainer(compose_config(overrides), run_dir)
+        train = subprocess.run([sys.executable, "tools/train.py", *overrides], capture_output=True, text=True,
+                               cwd=Path(__file__).resolve().parents[2], timeout=600)
+        assert train.returncode == 1
+        assert f"error: run directory {run_dir} is in use by another run (pid {holder.pid} on host " \
+            in train.stderr
+        # Refused before Hydra wrote anything: the first run's recorded config is untouched.
+        assert (run_dir / ".hydra" / "config.yaml").read_text() == "the first run's config\n"
+        assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", ".lock"]
+    finally:
+        holder.kill()
+        holder.wait()
