@@ -24,7 +24,13 @@ from videocls.engine.checkpoint import (
     save_atomic,
     set_rng_state,
 )
-from videocls.engine.run_lock import RunDirInUse, acquire_run_lock, claim_run_dir
+from videocls.engine.run_lock import (
+    RunDirInUse,
+    acquire_run_lock,
+    claim_run_dir,
+    lock_users,
+    release_if_taken_since,
+)
 
 
 def test_save_atomic_roundtrip_and_no_temp_left(tmp_path):
@@ -249,3 +255,15 @@ def test_train_and_trainer_refuse_a_run_dir_in_use_before_touching_it(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_failed_start_gives_back_only_the_lock_it_took(tmp_path):
+    outer = acquire_run_lock(tmp_path)  # e.g. tools/train.py's, taken before Hydra
+    users = lock_users(tmp_path)
+    acquire_run_lock(tmp_path)  # the Trainer's, whose __init__ then fails
+    release_if_taken_since(tmp_path, users)
+    assert lock_users(tmp_path) == users == 1 and outer.held
+    release_if_taken_since(tmp_path, users)  # nothing more was taken: nothing given back
+    assert outer.held
+    outer.release()
+    assert lock_users(tmp_path) == 0 and not outer.held

@@ -98,6 +98,19 @@ def acquire_run_lock(run_dir: str | Path) -> RunDirLock:
     return lock
 
 
+def lock_users(run_dir: str | Path) -> int:
+    """How many users in this process share the lock of ``run_dir`` (0: not held here)."""
+    lock = _HELD.get(str((Path(run_dir) / LOCK_NAME).resolve()))
+    return lock._users if lock is not None else 0
+
+
+def release_if_taken_since(run_dir: str | Path, users_before: int) -> None:
+    """Give back the lock a failed start took (a Trainer whose ``__init__`` raised after locking)."""
+    lock = _HELD.get(str((Path(run_dir) / LOCK_NAME).resolve()))
+    if lock is not None and lock._users > users_before:
+        lock.release()
+
+
 def claim_run_dir(run_dir: str | Path) -> RunDirLock:
     """Lock ``run_dir`` (rank 0 of a training run), then clear the temporary files that killed
     checkpoint writes left in its ``checkpoints/``: only safe once no other run writes there."""

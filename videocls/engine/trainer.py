@@ -55,7 +55,7 @@ from videocls.engine.evaluator import EvalResult, autocast, evaluate, to_device
 from videocls.engine.logging import RunLogger
 from videocls.engine.losses import SoftTargetCrossEntropy
 from videocls.engine.precise_bn import recompute_bn_stats
-from videocls.engine.run_lock import claim_run_dir
+from videocls.engine.run_lock import claim_run_dir, lock_users, release_if_taken_since
 from videocls.engine.tester import run_test
 from videocls.models import get_model_config
 
@@ -432,7 +432,12 @@ def fit(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     Raises :class:`~videocls.engine.checkpoint.Preempted` on SIGTERM/SIGUSR1 after saving
     ``last.pt``; :class:`~videocls.engine.run_lock.RunDirInUse` when another run holds ``run_dir``.
     """
-    trainer = Trainer(cfg, run_dir)
+    users = lock_users(run_dir)
+    try:
+        trainer = Trainer(cfg, run_dir)
+    except BaseException:
+        release_if_taken_since(run_dir, users)  # else this process keeps the directory locked
+        raise
     try:
         return trainer.fit()
     finally:
