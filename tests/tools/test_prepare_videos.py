@@ -19,7 +19,8 @@ SOURCES = {  # relative source path -> (source file, source fps, output size at 
     "g1.avi": ("g1.avi", 25, (86, 64)),
     "clips/sage-example.wmv": ("sage-example.wmv", 1, (84, 32)),  # 84x33: never upscaled, made even
     "clips/Effet_force_magnetique.ogv": ("Effet_force_magnetique.ogv", 25, (84, 64)),
-    "afl-small_movie.mp4": ("afl-small_movie.mp4", None, None),  # damaged: must fail
+    # damaged, 11 of its 12 frames decode: a partial source validate_dataset keeps is encoded too
+    "afl-small_movie.mp4": ("afl-small_movie.mp4", None, None),
 }
 FPS, GOP = 30, 8
 
@@ -48,6 +49,8 @@ def prepared(real_videos_dir, tmp_path_factory):
         (src / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(real_videos_dir / name, src / relative)
     (src / "clips" / "notes.txt").write_text("not a video")
+    # the first 3000 bytes of a real MP4: no moov atom, nothing decodes: must fail
+    (src / "truncated.mp4").write_bytes((real_videos_dir / "bikes.mp4").read_bytes()[:3000])
     argv = [str(src), str(dst), "--short-side", "64", "--fps", str(FPS), "--gop", str(GOP), "-j", "2"]
     with contextlib.redirect_stdout(io.StringIO()) as out:
         assert load_tool("prepare_videos").main(argv) == 0
@@ -56,17 +59,20 @@ def prepared(real_videos_dir, tmp_path_factory):
 
 def test_outputs_failures_and_resume(prepared, capsys):
     src, dst, argv, printed = prepared
-    assert printed.startswith("4 videos: 3 encoded, 0 already done, 1 failed")
+    assert printed.startswith("5 videos: 4 encoded, 0 already done, 1 failed")
     rows = (dst / "failures.tsv").read_text().splitlines()
     assert rows[0] == "src\treason" and len(rows) == 2
     failed_src, reason = rows[1].split("\t")
-    assert failed_src == str(src / "afl-small_movie.mp4") and reason.startswith("source partial")
+    assert failed_src == str(src / "truncated.mp4") and reason.startswith("source unreadable")
     outputs = sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*") if p.is_file())
-    assert outputs == ["clips/Effet_force_magnetique.mp4", "clips/sage-example.mp4", "failures.tsv", "g1.mp4"]
+    assert outputs == ["afl-small_movie.mp4", "clips/Effet_force_magnetique.mp4", "clips/sage-example.mp4",
+                       "failures.tsv", "g1.mp4"]
+    # its 11 decodable frames, resampled to 30 fps (the source is slower): more frames, none lost
+    assert len(open_video(dst / "afl-small_movie.mp4")) > 11
 
     mtimes = {p: p.stat().st_mtime_ns for p in dst.rglob("*.mp4")}
     assert load_tool("prepare_videos").main(argv) == 0
-    assert capsys.readouterr().out.startswith("4 videos: 0 encoded, 3 already done, 1 failed")
+    assert capsys.readouterr().out.startswith("5 videos: 0 encoded, 4 already done, 1 failed")
     assert {p: p.stat().st_mtime_ns for p in dst.rglob("*.mp4")} == mtimes
 
 

@@ -38,7 +38,7 @@ from av.video.reformatter import Interpolation
 from tqdm import tqdm
 
 from videocls.data.dataset import BAD_VIDEO_ERRORS
-from videocls.data.validate import check_video, worker_context
+from videocls.data.validate import check_video, keeps, worker_context
 from videocls.data.video_io import open_video
 
 __all__ = [
@@ -169,7 +169,7 @@ def prepare_video(src: str | Path, dst: str | Path, settings: EncodeSettings = E
     if dst.is_file() and _reads_back(dst):
         return "skipped"
     check = check_video(str(src))
-    if check.status != "ok":
+    if not keeps(check):  # a partial source that lost a frame or two is re-encoded from what decodes
         raise PrepareError(f"source {check.status}: {check.reason}")
     dst.parent.mkdir(parents=True, exist_ok=True)
     part = dst.with_name(dst.name + ".part")

@@ -210,10 +210,6 @@ class TimeSformer(nn.Module):
                 nn.init.zeros_(block.temporal_fc.weight)
                 nn.init.zeros_(block.temporal_fc.bias)
 
-    def no_weight_decay(self) -> set[str]:
-        """Embeddings the official recipe (and timm's optimiser factory) exempt from weight decay."""
-        return {"cls_token", "pos_embed", "time_embed"}
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Clip ``B x C x T x H x W`` -> final normalised class token ``B x D``."""
         if x.ndim != 5:
