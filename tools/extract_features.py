@@ -2,7 +2,7 @@
 
     python tools/extract_features.py outputs/demo/<run> --out feats/train.npz --split train
     python tools/extract_features.py outputs/demo/<run> --out feats/val.npz --split val data.root=/data
-    python tools/extract_features.py /work/shared/weights/i3d-kinetics-400.ckpt --out feats/train.npz \
+    python tools/extract_features.py ../shared/weights/i3d-kinetics-400.ckpt --out feats/train.npz \
         model=i3d_inception_v1 data.root=data/synthetic test.num_clips=3 test.num_crops=1
     torchrun --nproc_per_node=8 tools/extract_features.py RUN --out feats/train.npz
 
