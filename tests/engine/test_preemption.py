@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import compose_config, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,8 +74,12 @@ def _finish(proc: subprocess.Popen, log: Path) -> tuple[int, str]:
     return proc.returncode, log.read_text()
 
 
+def _last_path(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "last.pt"
+
+
 def _last(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    return torch.load(_last_path(run_dir), map_location="cpu", weights_only=True)
 
 
 def _assert_same_training_state(resumed: dict, reference: dict) -> None:
@@ -125,7 +128,7 @@ def test_sigterm_to_the_process_group_mid_epoch_and_in_the_final_test(tiny_synth
     os.killpg(proc.pid, signal.SIGTERM)
     status, log = _finish(proc, tmp_path / "second.log")
     assert status == 143, log[-3000:]
-    assert f"resumed from {run_dir / 'checkpoints' / 'last.pt'} at epoch 0, batch {stopped['batches_done']}" in log
+    assert f"resumed from {_last_path(run_dir)} at epoch 0, batch {stopped['batches_done']}" in log
     assert "preempted: stopped by SIGTERM during the final test" in log
     assert not (run_dir / "results.json").exists()
     _assert_same_training_state(_last(run_dir), reference)
@@ -134,7 +137,7 @@ def test_sigterm_to_the_process_group_mid_epoch_and_in_the_final_test(tiny_synth
     proc = _start(cmd, tmp_path / "third.log")
     status, log = _finish(proc, tmp_path / "third.log")
     assert status == 0, log[-3000:]
-    assert f"resumed from {run_dir / 'checkpoints' / 'last.pt'} at epoch 2, batch 0" in log
+    assert f"resumed from {_last_path(run_dir)} at epoch 2, batch 0" in log
     assert f"results: {run_dir / 'results.json'}" in log
     assert json.loads((run_dir / "results.json").read_text())["num_views"] == 10 * 10 * 3  # the full test
     _assert_same_training_state(_last(run_dir), reference)
@@ -160,6 +163,6 @@ def test_sigterm_to_torchrun_mid_epoch(tiny_synthetic, tmp_path, reference):
     proc = _start(cmd, tmp_path / "second.log")
     status, log = _finish(proc, tmp_path / "second.log")
     assert status == 0, log[-3000:]
-    assert f"resumed from {run_dir / 'checkpoints' / 'last.pt'} at epoch 0, batch {stopped['batches_done']}" in log
+    assert f"resumed from {_last_path(run_dir)} at epoch 0, batch {stopped['batches_done']}" in log
     assert f"results: {run_dir / 'results.json'}" in log
     _assert_same_training_state(_last(run_dir), reference)

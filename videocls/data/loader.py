@@ -106,10 +106,15 @@ def _end_leftover_workers() -> None:
     """At exit multiprocessing SIGTERMs its daemonic children and waits for them: workers that
     ignore SIGTERM, left running by an iterator still alive (an uncaught error's traceback holds
     it), would make that wait endless. End them first."""
-    for child in multiprocessing.active_children():
-        if child.daemon and _is_loader_worker(child.pid):
-            child.kill()
-            child.join(timeout=5)
+    workers = [c for c in multiprocessing.active_children() if c.daemon and _is_loader_worker(c.pid)]
+    if not workers:
+        return
+    # torch's SIGCHLD handler would raise "worker killed" into this hook before it ended them all.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for worker in workers:
+        worker.kill()
+    for worker in workers:
+        worker.join(timeout=5)
 
 
 def _is_loader_worker(pid: int) -> bool:
