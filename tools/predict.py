@@ -16,7 +16,9 @@ and crop, normalisation) unless the options below say otherwise; other checkpoin
 model's registry defaults. --classes must list one name per model output: a class count that
 differs from the checkpoint's classifier (or an empty file) is an error naming both, never a
 randomly initialised classifier. A temperature stored by tools/calibrate.py beside the checkpoint
-scales the probabilities (--no-calibration ignores it). Stderr says which views and
+scales the probabilities, and thresholds stored by tools/tune_thresholds.py add a decision
+per video (a class, "abstain", or the classes over their thresholds); --no-calibration
+ignores both. Stderr says which views and
 temperature are used.
 
 A file that cannot be decoded gets an error line (or {"video", "error"} with --json) and the
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, help="crop size")
     parser.add_argument("--pad", choices=("repeat", "loop"), help="for videos shorter than a clip")
     parser.add_argument("--no-calibration", action="store_true",
-                        help="ignore a temperature stored by tools/calibrate.py")
+                        help="ignore a temperature (tools/calibrate.py) and thresholds (tools/tune_thresholds.py) stored beside the checkpoint")
     parser.add_argument("--window", type=float, help="seconds: also classify sliding windows (a timeline)")
     parser.add_argument("--stride", type=float, help="seconds between windows (default: --window)")
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of text")
@@ -88,6 +90,9 @@ def _text(result: dict) -> str:
     if "error" in result:
         return f"{result['video']}: ERROR {result['error']}"
     lines = [result["video"]] + [f"  {p['prob']:.3f}  {p['label']}" for p in result["topk"]]
+    if "decision" in result:
+        decision = result["decision"]
+        lines.append(f"  decision: {'abstain' if decision is None else decision}")
     for w in result["windows"]:
         best = w["topk"][0]
         lines.append(f"  [{w['start']:7.2f}s - {w['end']:7.2f}s]  {best['prob']:.3f}  {best['label']}")

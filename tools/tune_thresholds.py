@@ -22,7 +22,8 @@ cost on the other F, tuned vs the plain argmax / 0.5 rule. The last line printed
 import argparse
 import sys
 
-from videocls.engine.thresholds import KINDS, format_record, tune_checkpoint
+from videocls.engine.tester import tune_thresholds_checkpoint
+from videocls.engine.thresholds import KINDS, format_record
 
 
 def main() -> int:
@@ -45,7 +46,7 @@ def main() -> int:
     parser.add_argument("--holdout", type=float, help="also tune on 1-F and report the cost on F held out")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_intermixed_args()
-    record = tune_checkpoint(
+    record = tune_thresholds_checkpoint(
         args.target,
         args.overrides,
         holdout=args.holdout,

@@ -31,3 +31,32 @@ def _no_warning():
     import contextlib
 
     return contextlib.nullcontext()
+
+
+def test_stored_thresholds_reach_results_and_predictions(tiny_run, tmp_path):
+    """Abstain thresholds beside a checkpoint: at p >= 0 every video is answered (accuracy is top-1),
+    above 1 none is; tools/test.py's results and the predictor's decisions say so."""
+    import shutil
+
+    from videocls.engine.predictor import load_predictor
+    from videocls.engine.run_loading import load_run
+    from videocls.engine.tester import evaluate_checkpoint
+    from videocls.engine.thresholds import save_thresholds
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    first_val = load_run(checkpoint).data.dataset("val", False, (0.5,) * 3, (0.5,) * 3).records[0].path
+
+    save_thresholds(checkpoint, {"kind": "abstain", "threshold": 0.0})
+    summary = evaluate_checkpoint(load_run(checkpoint), tmp_path / "all")
+    assert summary["thresholds"]["coverage"] == 1.0
+    assert summary["thresholds"]["accuracy"] == pytest.approx(summary["video"]["top1"])
+    answered = load_predictor(checkpoint, num_clips=1, num_crops=1).predict(first_val)
+    assert answered["decision"] == answered["topk"][0]["label"]
+
+    save_thresholds(checkpoint, {"kind": "abstain", "threshold": 1.01})
+    summary = evaluate_checkpoint(load_run(checkpoint), tmp_path / "none")
+    assert summary["thresholds"]["coverage"] == 0.0
+    assert load_predictor(checkpoint, num_clips=1, num_crops=1).predict(first_val)["decision"] is None
+    assert "decision" not in load_predictor(checkpoint, num_clips=1, num_crops=1, calibrated=False).predict(first_val)

@@ -26,6 +26,7 @@ from videocls.data.transforms import ClipTransform
 from videocls.data.video_io import open_video
 from videocls.engine.calibrate import apply_temperature, load_calibration
 from videocls.engine.run_loading import NotARunCheckpoint, load_run, num_outputs
+from videocls.engine.thresholds import decide, load_thresholds
 from videocls.models import create_model
 from videocls.models.registry import ModelConfig
 
@@ -82,6 +83,7 @@ class VideoPredictor:
     device: str = "cpu"
     preprocessing: Preprocessing | None = None
     temperature: float | None = None
+    thresholds: dict | None = None  # a record of videocls.engine.thresholds.load_thresholds
 
     def __post_init__(self) -> None:
         self.model.eval().to(self.device)
@@ -100,7 +102,8 @@ class VideoPredictor:
     def describe(self) -> str:
         """What the predictions are made from, for the user."""
         temperature = "no temperature" if self.temperature is None else f"temperature {self.temperature:.4f}"
-        return f"views: {self.preprocessing.describe()}; {temperature}"
+        thresholds = f"; {self.thresholds['kind']} thresholds from {self.thresholds['path']}" if self.thresholds else ""
+        return f"views: {self.preprocessing.describe()}; {temperature}{thresholds}"
 
     @torch.no_grad()
     def _probs(self, reader, first: int, last: int) -> torch.Tensor:
@@ -115,8 +118,19 @@ class VideoPredictor:
                 views.append(transform(frames, rng=np.random.default_rng(0), spatial_idx=spatial))
         batch = torch.stack(views).to(self.device)
         inputs = [p.to(self.device) for p in _pathways(batch, self.alpha)] if self.alpha else batch
-        probs = self.model(inputs).softmax(dim=1).mean(dim=0).cpu()
-        return apply_temperature(probs, self.temperature) if self.temperature is not None else probs
+        return self.model(inputs).softmax(dim=1).mean(dim=0).cpu()
+
+    def _scored(self, reader, first: int, last: int, topk: int) -> dict:
+        """Top-k of frames ``[first, last)`` (temperature applied) and, with thresholds, the decision:
+        a class name or None (abstain), or the list of classes over their thresholds."""
+        raw = self._probs(reader, first, last)
+        probs = apply_temperature(raw, self.temperature) if self.temperature is not None else raw
+        scored = {"topk": self._topk(probs, topk)}
+        if self.thresholds is not None:  # tuned on the plain probabilities, their temperature inside
+            decision = decide(self.thresholds, raw[None])[0]
+            scored["decision"] = (None if decision is None else self.class_names[decision]
+                                  if isinstance(decision, int) else [self.class_names[c] for c in decision])
+        return scored
 
     def _topk(self, probs: torch.Tensor, k: int) -> list[dict]:
         p, i = probs.topk(min(k, probs.numel()))
@@ -129,7 +143,7 @@ class VideoPredictor:
         in seconds."""
         reader = open_video(path)
         try:
-            result = {"video": str(path), "topk": self._topk(self._probs(reader, 0, len(reader)), topk),
+            result = {"video": str(path), **self._scored(reader, 0, len(reader), topk),
                       "windows": [], "temperature": self.temperature}
             if window:
                 fps = reader.fps
@@ -137,7 +151,7 @@ class VideoPredictor:
                 for first in range(0, max(len(reader) - size, 0) + 1, step):
                     last = min(first + size, len(reader))
                     result["windows"].append({"start": round(first / fps, 3), "end": round(last / fps, 3),
-                                              "topk": self._topk(self._probs(reader, first, last), topk)})
+                                              **self._scored(reader, first, last, topk)})
         finally:
             reader.close()
         return result
@@ -148,7 +162,8 @@ def load_predictor(weights: str | Path, model_name: str | None = None,
                    device: str = "cpu", calibrated: bool = True, **overrides) -> VideoPredictor:
     """A predictor for ``weights`` (a checkpoint, or a run directory: its ``last.pt``): its
     model, its preprocessing with ``overrides`` (the keyword arguments of
-    :meth:`Preprocessing.override`) on top, and its stored temperature unless ``calibrated``
+    :meth:`Preprocessing.override`) on top, and its stored temperature and decision thresholds
+    (``tools/calibrate.py``, ``tools/tune_thresholds.py``) unless ``calibrated``
     is False.
 
     ``classes`` (a file of names, one a line, or a list) must have one name per model output:
@@ -189,7 +204,8 @@ def load_predictor(weights: str | Path, model_name: str | None = None,
     calibration = load_calibration(checkpoint) if calibrated else None
     return VideoPredictor(model, class_names or default_class_names(model), num_clips, num_crops, device,
                           preprocessing.override(**overrides),
-                          calibration["temperature"] if calibration else None)
+                          calibration["temperature"] if calibration else None,
+                          load_thresholds(checkpoint) if calibrated else None)
 
 
 def _class_names(classes: str | Path | list[str] | None) -> tuple[list[str] | None, str]:

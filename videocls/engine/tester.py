@@ -27,9 +27,13 @@ from videocls.engine.calibrate import (
 from videocls.engine.config_checks import check_config
 from videocls.engine.distributed import DistEnv, broadcast_object, init_distributed, shutdown
 from videocls.engine.evaluator import EvalResult, evaluate
+from videocls.engine.features import load_model
 from videocls.engine.logging import RunLogger
 from videocls.engine.report import format_results, write_results
 from videocls.engine.run_loading import LoadedRun
+from videocls.engine.thresholds import (
+    holdout_check, load_thresholds, read_costs, save_thresholds, thresholded_summary, tune,
+)
 from videocls.metrics.calibration import expected_calibration_error
 from videocls.metrics.classification import LOGIT_AGGREGATIONS, canonical_aggregation
 from videocls.metrics.per_class import confusion_matrix, metrics_from_confusion, write_confusion_csv, write_per_class_csv
@@ -109,11 +113,13 @@ def evaluate_protocol(model: nn.Module, data: VideoData, tc: DictConfig, env: Di
 def run_test(model: nn.Module, data: VideoData, tc: DictConfig, env: DistEnv, out_dir: str | Path,
              precision: str = "32", seed: int = 0, logger: RunLogger | None = None, step: int = 0,
              extra: dict | None = None, title: str = "results",
-             calibration: dict | None = None) -> dict | None:
+             calibration: dict | None = None, thresholds: dict | None = None) -> dict | None:
     """Evaluate with the ``test`` protocol, write the outputs on rank 0, return the summary there.
 
     ``calibration`` (a record of ``load_calibration``) scales the video probabilities behind
     predictions.csv, the per-class and confusion files and the ECE; accuracy is unchanged.
+    ``thresholds`` (a record of ``load_thresholds``) adds the thresholded decisions' numbers
+    (coverage/accuracy/cost, or per-class precision/recall/F1) under ``"thresholds"``.
     """
     out_dir = Path(out_dir)
     result, dataset = evaluate_protocol(model, data, tc, env, precision, seed)
@@ -131,6 +137,10 @@ def run_test(model: nn.Module, data: VideoData, tc: DictConfig, env: DistEnv, ou
         if calibration is not None:
             summary["calibration"].update(temperature=temperature, temperature_file=calibration["path"])
             print(f"applied temperature {temperature:.4f} from {calibration['path']}")
+    if thresholds is not None:  # tuned on the plain protocol probabilities (their own temperature inside)
+        raw = result.video_scores if result.video_labels.ndim == 2 else video_probabilities(result, tc.aggregation)
+        summary["thresholds"] = thresholded_summary(thresholds, raw, result.video_labels, class_names)
+        print(f"applied {thresholds['kind']} thresholds from {thresholds['path']}")
     summary["protocol"] = {"num_clips": tc.num_clips, "num_crops": tc.num_crops, "aggregation": tc.aggregation,
                            "split": "val", "test_short_side": data.test_short_side, "test_crop": data.test_crop}
     summary["skipped_videos"] = len({path for path, _ in result.skipped})
@@ -161,10 +171,12 @@ def evaluate_checkpoint(run: LoadedRun, out_dir: str | Path) -> dict | None:
     try:
         out_dir = broadcast_object(str(out_dir))
         calibration = load_calibration(run.checkpoint) if env.is_main else None
+        thresholds = load_thresholds(run.checkpoint) if env.is_main else None
         return run_test(run.model.to(env.device), run.data, cfg.test, env, out_dir,
                         precision=str(cfg.trainer.precision), seed=cfg.trainer.seed,
                         extra={"checkpoint": str(run.checkpoint), "weights": run.weights},
-                        title=f"{cfg.model.name} on {Path(run.data.val_list).name}", calibration=calibration)
+                        title=f"{cfg.model.name} on {Path(run.data.val_list).name}", calibration=calibration,
+                        thresholds=thresholds)
     finally:
         shutdown()
 
@@ -190,5 +202,51 @@ def calibrate_checkpoint(run: LoadedRun) -> dict | None:
                       protocol={"num_clips": cfg.test.num_clips, "num_crops": cfg.test.num_crops,
                                 "aggregation": cfg.test.aggregation})
         return {**record, "path": str(save_calibration(run.checkpoint, record))}
+    finally:
+        shutdown()
+
+
+def tune_thresholds_checkpoint(
+    target: str | Path, overrides: list[str] = (), *, holdout: float | None = None, seed: int = 0, **tune_args
+) -> dict | None:
+    """Score the validation split of ``target`` with the test protocol, tune, store; rank 0 returns
+    the stored record (with ``path`` and, with ``holdout``, a ``holdout_check``)."""
+    run = load_model(target, list(overrides), any_head=False)
+    cfg, model, checkpoint, data = run.config, run.model, run.checkpoint, run.data
+    env = init_distributed(cfg.trainer.device)
+    try:
+        result, _ = evaluate_protocol(
+            model.to(env.device), data, cfg.test, env, str(cfg.trainer.precision), cfg.trainer.seed
+        )
+        if not env.is_main:
+            return None
+        labels = result.video_labels
+        multilabel = labels.ndim == 2
+        probs = result.video_scores if multilabel else video_probabilities(result, cfg.test.aggregation)
+        calibration = None if multilabel else load_calibration(checkpoint)
+        if calibration is not None:
+            probs = apply_temperature(probs, calibration["temperature"])
+        class_names = data.class_names()
+        kind = tune_args.pop("kind", None) or ("multilabel" if multilabel else "abstain")
+        for key in ("cost_fp", "cost_fn"):
+            if isinstance(tune_args.get(key), str):
+                tune_args[key] = read_costs(
+                    tune_args[key], probs.shape[1], class_names, "--" + key.replace("_", "-")
+                )
+        tune_args.update(kind=kind, class_names=class_names)
+        record = tune(probs, labels, **tune_args)
+        record.update(
+            val_list=str(data.val_list),
+            num_videos=result.num_videos,
+            temperature=calibration["temperature"] if calibration else None,
+            protocol={
+                "num_clips": cfg.test.num_clips,
+                "num_crops": cfg.test.num_crops,
+                "aggregation": cfg.test.aggregation,
+            },
+        )
+        if holdout:
+            record["holdout_check"] = holdout_check(probs, labels, holdout, seed, **tune_args)
+        return {**record, "path": str(save_thresholds(checkpoint, record))}
     finally:
         shutdown()

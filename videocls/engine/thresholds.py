@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from videocls.engine.calibrate import _sha256, apply_temperature, load_calibration
+from videocls.engine.calibrate import _sha256, apply_temperature
 from videocls.metrics.thresholds import (
     abstain_cost,
     abstain_threshold,
@@ -273,56 +273,6 @@ def thresholded_summary(
         "per_class": {name: {k: float(v[c]) for k, v in m.items()} for c, name in enumerate(class_names)},
         "macro_f1": float(m["f1"].mean()),
     }
-
-
-def tune_checkpoint(
-    target: str | Path, overrides: list[str] = (), *, holdout: float | None = None, seed: int = 0, **tune_args
-) -> dict | None:
-    """Score the validation split of ``target`` with the test protocol, tune, store; rank 0 returns
-    the stored record (with ``path`` and, with ``holdout``, a ``holdout_check``)."""
-    from videocls.engine.distributed import init_distributed, shutdown
-    from videocls.engine.features import load_model
-    from videocls.engine.tester import evaluate_protocol, video_probabilities
-
-    run = load_model(target, list(overrides), any_head=False)
-    cfg, model, checkpoint, data = run.config, run.model, run.checkpoint, run.data
-    env = init_distributed(cfg.trainer.device)
-    try:
-        result, _ = evaluate_protocol(
-            model.to(env.device), data, cfg.test, env, str(cfg.trainer.precision), cfg.trainer.seed
-        )
-        if not env.is_main:
-            return None
-        labels = result.video_labels
-        multilabel = labels.ndim == 2
-        probs = result.video_scores if multilabel else video_probabilities(result, cfg.test.aggregation)
-        calibration = None if multilabel else load_calibration(checkpoint)
-        if calibration is not None:
-            probs = apply_temperature(probs, calibration["temperature"])
-        class_names = data.class_names()
-        kind = tune_args.pop("kind", None) or ("multilabel" if multilabel else "abstain")
-        for key in ("cost_fp", "cost_fn"):
-            if isinstance(tune_args.get(key), str):
-                tune_args[key] = read_costs(
-                    tune_args[key], probs.shape[1], class_names, "--" + key.replace("_", "-")
-                )
-        tune_args.update(kind=kind, class_names=class_names)
-        record = tune(probs, labels, **tune_args)
-        record.update(
-            val_list=str(data.val_list),
-            num_videos=result.num_videos,
-            temperature=calibration["temperature"] if calibration else None,
-            protocol={
-                "num_clips": cfg.test.num_clips,
-                "num_crops": cfg.test.num_crops,
-                "aggregation": cfg.test.aggregation,
-            },
-        )
-        if holdout:
-            record["holdout_check"] = holdout_check(probs, labels, holdout, seed, **tune_args)
-        return {**record, "path": str(save_thresholds(checkpoint, record))}
-    finally:
-        shutdown()
 
 
 def format_record(record: dict) -> str:
