@@ -26,14 +26,16 @@ $(STAMP): requirements/lock.txt pyproject.toml
 demo: $(STAMP)
 	$(PY) tools/train.py experiment=demo $(ARGS)
 
-# The tests also need the I3D reference implementation (JAX); the demo does not.
+# The tests also need the I3D reference implementation (JAX) and ruff; the demo does not.
 TEST_STAMP := $(VENV)/.installed-test
 
 $(TEST_STAMP): $(STAMP) requirements/test-lock.txt
 	$(PY) -m pip install -q --no-compile -r requirements/test-lock.txt -c requirements/lock.txt
 	touch $(TEST_STAMP)
 
+# Lint first (ruff, configured in pyproject.toml): seconds, and it fails before a 10-minute run.
 test: $(TEST_STAMP)
+	$(PY) -m ruff check videocls tools tests
 	$(PY) -m pytest -q tests
 
 clean-outputs:
