@@ -29,7 +29,9 @@ def tiny_synthetic(tmp_path_factory) -> Path:
     """The built-in dataset at its smallest: two training and one validation video per class."""
     from videocls.data.synthetic import generate_dataset
 
-    return generate_dataset(tmp_path_factory.mktemp("synthetic"), seed=0, train_per_class=2, val_per_class=1, workers=2)
+    return generate_dataset(
+        tmp_path_factory.mktemp("synthetic"), seed=0, train_per_class=2, val_per_class=1, workers=2
+    )
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +42,7 @@ def tiny_run(tiny_synthetic, tmp_path_factory) -> Path:
     Tests that write beside its checkpoint work on a copy.
     """
     from helpers import compose_config, tiny_overrides
+
     from videocls.engine.trainer import fit
 
     run_dir = tmp_path_factory.mktemp("tiny-run")

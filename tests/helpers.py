@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 

@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import pytest
+from helpers import CONFIGS, compose_config
 from hydra.utils import instantiate
 
-from helpers import CONFIGS, compose_config
 from videocls import get_model_config
 from videocls.data.annotations import FORMATS
 
@@ -24,5 +24,6 @@ def test_experiment_composes(experiment):
 
 
 def test_published_recipes_are_there():
-    assert {"i3d_r50_k400", "slowfast_r50_k400", "timesformer_k400", "timesformer_ssv2", "demo"} <= set(EXPERIMENTS)
+    assert {"i3d_r50_k400", "slowfast_r50_k400", "timesformer_k400", "timesformer_ssv2",
+            "demo"} <= set(EXPERIMENTS)
     assert Path(CONFIGS / "hydra" / "launcher" / "slurm.yaml").is_file()

@@ -33,7 +33,8 @@ def _print(results, what: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     model = sub.add_parser("model", help="forward + backward + SGD step of one model vs pytorchvideo's")
     model.add_argument("--model", nargs="+", required=True, help="registered model name(s)")
@@ -54,7 +55,8 @@ def main() -> None:
     data.add_argument("--decord-only", action="store_true", help="only files decord serves frame-accurately")
     data.add_argument("--no-reference", action="store_true", help="skip the pytorchvideo pipeline")
     pipeline = sub.add_parser("pipeline", help="training steps fed by the loader vs by batches in memory")
-    pipeline.add_argument("overrides", nargs="*", help="tools/train.py overrides (model=..., data.num_workers=...)")
+    pipeline.add_argument("overrides", nargs="*",
+                          help="tools/train.py overrides (model=..., data.num_workers=...)")
     pipeline.add_argument("--steps", type=int, default=20)
     pipeline.add_argument("--warmup", type=int, default=3)
     pipeline.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -73,8 +75,8 @@ def main() -> None:
 
     if args.what == "model":
         for name in args.model:
-            results = benchmark_model(name, args.batch_size, args.device, args.steps, args.warmup, args.precision,
-                                      args.channels_last, reference=not args.no_reference)
+            results = benchmark_model(name, args.batch_size, args.device, args.steps, args.warmup,
+                                      args.precision, args.channels_last, reference=not args.no_reference)
             print(f"# {name}: batch {args.batch_size}, precision {args.precision}, device {args.device}"
                   f"{', channels_last_3d' if args.channels_last else ''}")
             _print(results, "model")

@@ -17,12 +17,16 @@ DEFAULT_METRICS = "video/top1,video/top5,video/mean_class_acc,clip/top1,train/lo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run directories written by tools/train.py")
-    parser.add_argument("--metrics", default=DEFAULT_METRICS, help=f"comma-separated (default {DEFAULT_METRICS})")
-    parser.add_argument("--no-group-seeds", action="store_true", help="one column per run, even for repeated seeds")
+    parser.add_argument("--metrics", default=DEFAULT_METRICS,
+                        help=f"comma-separated (default {DEFAULT_METRICS})")
+    parser.add_argument("--no-group-seeds", action="store_true",
+                        help="one column per run, even for repeated seeds")
     args = parser.parse_args()
-    print(compare_table(args.runs, [m for m in args.metrics.split(",") if m], group_seeds=not args.no_group_seeds))
+    print(compare_table(args.runs, [m for m in args.metrics.split(",") if m],
+                        group_seeds=not args.no_group_seeds))
 
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, help="crop size")
     parser.add_argument("--pad", choices=("repeat", "loop"), help="for videos shorter than a clip")
     parser.add_argument("--no-calibration", action="store_true",
-                        help="ignore a temperature (tools/calibrate.py) and thresholds (tools/tune_thresholds.py) stored beside the checkpoint")
+                        help="ignore a temperature (tools/calibrate.py) and thresholds "
+                             "(tools/tune_thresholds.py) stored beside the checkpoint")
     parser.add_argument("--window", type=float, help="seconds: also classify sliding windows (a timeline)")
     parser.add_argument("--stride", type=float, help="seconds between windows (default: --window)")
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of text")

@@ -260,7 +260,10 @@ def test_labels_are_checked_against_num_classes_in_every_format(tmp_path):
 
 
 def test_filter_annotations_keeps_other_lines_byte_for_byte(tmp_path):
-    text = b"label,youtube_id,time_start,time_end,split\r\na,x,1,2,train\r\nb,y,3,4,train\r\n# note\r\na,z,5,6,train"
+    text = (
+        b"label,youtube_id,time_start,time_end,split\r\na,x,1,2,train\r\nb,y,3,4,train\r\n"
+        b"# note\r\na,z,5,6,train"
+    )
     ann = tmp_path / "k.csv"
     ann.write_bytes(text)
     records = read_annotations(ann, "kinetics_csv")

@@ -4,8 +4,8 @@ from collections import Counter
 
 import pytest
 import torch
-
 from helpers import compose_config, tiny_overrides
+
 from videocls.data.annotations import VideoRecord
 from videocls.data.dataset import VideoClipDataset
 from videocls.data.loader import ShardedSampler, build_loader, class_balanced_weights

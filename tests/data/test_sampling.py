@@ -60,8 +60,10 @@ def test_segment_sampler_test_and_train():
     # 30 frames in 8 segments of 3.75: middles 1.875, 5.625, ... floored
     assert segment_indices(30, 8, train=False).tolist() == [1, 5, 9, 13, 16, 20, 24, 28]
     # Two test views: the first and third quarter of every 3.75-frame segment.
-    assert segment_indices(30, 8, train=False, clip_idx=0, num_clips=2).tolist() == [0, 4, 8, 12, 15, 19, 23, 27]
-    assert segment_indices(30, 8, train=False, clip_idx=1, num_clips=2).tolist() == [2, 6, 10, 14, 17, 21, 25, 29]
+    assert (segment_indices(30, 8, train=False, clip_idx=0, num_clips=2).tolist()
+            == [0, 4, 8, 12, 15, 19, 23, 27])
+    assert (segment_indices(30, 8, train=False, clip_idx=1, num_clips=2).tolist()
+            == [2, 6, 10, 14, 17, 21, 25, 29])
     with pytest.raises(ValueError, match="clip_idx 2"):
         segment_indices(30, 8, train=False, clip_idx=2, num_clips=2)
     rng = np.random.default_rng(1)
@@ -74,7 +76,8 @@ def test_segment_sampler_test_and_train():
 
 def test_clip_sampler_dispatch():
     sampler = ClipSampler(num_frames=8, sampling_rate=8)
-    assert sampler(100, 30.0, train=False, clip_idx=3, num_clips=10).tolist() == [10, 19, 28, 37, 46, 55, 64, 73]
+    assert (sampler(100, 30.0, train=False, clip_idx=3, num_clips=10).tolist()
+            == [10, 19, 28, 37, 46, 55, 64, 73])
     seg = ClipSampler(num_frames=8, mode="segment")
     assert seg(30, 30.0, train=False).tolist() == [1, 5, 9, 13, 16, 20, 24, 28]
     with pytest.raises(ValueError):

@@ -215,7 +215,8 @@ def test_motion_goes_the_way_the_class_says():
             room = (spec.height if axis == 0 else spec.width) - 2 * spec.size - 2  # free centre positions
             assert abs(total) >= 0.6 * room - 1
             assert coverage.sum(axis=(1, 2)).min() >= 0.95 * coverage.sum(axis=(1, 2)).max()  # stays in frame
-            steps = [_centroid(coverage[t + 8], axis) - _centroid(coverage[t], axis) for t in range(0, spec.n_frames - 8, 8)]
+            steps = [_centroid(coverage[t + 8], axis) - _centroid(coverage[t], axis)
+                     for t in range(0, spec.n_frames - 8, 8)]
             assert all(sign * step >= 0 for step in steps), (CLASSES[label], steps)
 
     # Clockwise on screen (y down): the long axis angle, measured from x towards y, increases.

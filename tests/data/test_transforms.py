@@ -74,7 +74,8 @@ def test_uint8_resize_is_within_one_level_of_the_float_resize():
     value within one uint8 level (rounding) of the float reference computed here."""
     import torch.nn.functional as F
 
-    frames = torch.randint(0, 256, (4, 90, 160, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    frames = torch.randint(0, 256, (4, 90, 160, 3), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
     test = ClipTransform(64, 72, 72, (0.0,) * 3, (1.0,) * 3, train=False)
     out = test(frames, rng=np.random.default_rng(0), spatial_idx=1)  # 3 x T x 64 x 64
     reference = F.interpolate(frames.permute(0, 3, 1, 2).double() / 255, size=(72, 128), mode="bilinear",

@@ -3,6 +3,7 @@
 import shutil
 
 from helpers import compose_config, tiny_overrides
+
 from videocls.engine.trainer import fit
 
 
@@ -18,7 +19,8 @@ def test_epoch_with_a_third_bad_entries_completes_and_lists_them(tiny_synthetic,
     bad = [f"{name},{i % 10}" for i in range(2) for name in bad_names]  # 10 bad of 30 entries
     (root / "train.csv").write_text("\n".join(good + bad) + "\n")
 
-    summary = fit(compose_config(tiny_overrides(root, tmp_path / "run", f"data.root={root}")), tmp_path / "run")
+    summary = fit(compose_config(tiny_overrides(root, tmp_path / "run", f"data.root={root}")),
+                  tmp_path / "run")
     assert summary["num_videos"] == 10
     listed = (tmp_path / "run" / "skipped_videos.tsv").read_text().splitlines()
     skipped = {line.split("\t")[0] for line in listed}

@@ -19,7 +19,8 @@ def test_training_steps_are_real_sgd_steps():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 2 * 4 * 4, 5))
     before = [p.detach().clone() for p in model.parameters()]
-    result = time_training_steps("linear", model, torch.randn(6, 3, 2, 4, 4), torch.device("cpu"), steps=3, warmup=1)
+    result = time_training_steps("linear", model, torch.randn(6, 3, 2, 4, 4), torch.device("cpu"),
+                                 steps=3, warmup=1)
     assert result.name == "linear" and result.clips_per_s > 0 and result.peak_memory_mb is None
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
@@ -57,8 +58,8 @@ def test_data_benchmark_times_all_three_pipelines():
 def test_model_benchmark_cli_prints_the_ratio_to_pytorchvideo():
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
-        [sys.executable, str(root / "tools" / "benchmark.py"), "model", "--model", "c2d_r50", "--batch-size", "1",
-         "--steps", "1", "--warmup", "1", "--device", "cpu"],
+        [sys.executable, str(root / "tools" / "benchmark.py"), "model", "--model", "c2d_r50",
+         "--batch-size", "1", "--steps", "1", "--warmup", "1", "--device", "cpu"],
         capture_output=True, text=True, timeout=600, check=True,
     ).stdout
     assert "videocls c2d_r50" in out and "pytorchvideo c2d_r50" in out

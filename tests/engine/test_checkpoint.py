@@ -70,7 +70,8 @@ def test_rng_state_roundtrip_through_weights_only_file(tmp_path):
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     random.gauss(0, 1), np.random.randn()  # populate gauss caches
     save_atomic({"rng": rng_state()}, tmp_path / "r.pt")
-    expected = (random.random(), random.gauss(0, 1), np.random.rand(), np.random.randn(), torch.rand(1).item())
+    expected = (random.random(), random.gauss(0, 1), np.random.rand(), np.random.randn(),
+                torch.rand(1).item())
     set_rng_state(load_checkpoint(tmp_path / "r.pt")["rng"])
     got = (random.random(), random.gauss(0, 1), np.random.rand(), np.random.randn(), torch.rand(1).item())
     assert got == expected

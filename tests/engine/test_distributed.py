@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from helpers import NO_BN_MODEL, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[2]

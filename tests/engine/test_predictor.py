@@ -51,5 +51,6 @@ def test_crops_other_than_one_or_three_are_refused(tiny_run):
     for crops in (2, 5):
         with pytest.raises(ValueError, match=f"num_crops={crops}: use 1"):
             load_predictor(checkpoint, num_clips=1, num_crops=crops)
-    described = load_predictor(checkpoint, num_clips=1, num_crops=1, sampling_mode="rounded_segment").describe()
+    described = load_predictor(checkpoint, num_clips=1, num_crops=1,
+                               sampling_mode="rounded_segment").describe()
     assert "rounded segments" in described

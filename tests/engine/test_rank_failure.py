@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from helpers import tiny_overrides
+
 from videocls.data.loader import ShardedSampler
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,7 +19,8 @@ def _run(root, name, model, seed, top1):
 
 def test_runs_that_differ_only_in_the_seed_share_a_column(tmp_path):
     scores = {"i3d_r50": [0.9, 0.95, 0.85], "c2d_r50": [0.2, 0.25]}
-    runs = [_run(tmp_path, f"{m}-{s}", m, s, top1) for m, values in scores.items() for s, top1 in enumerate(values)]
+    runs = [_run(tmp_path, f"{m}-{s}", m, s, top1)
+            for m, values in scores.items() for s, top1 in enumerate(values)]
     lines = compare_table(runs, ["video/top1"]).splitlines()
     assert lines[0].split() == ["i3d_r50-0", "x3", "c2d_r50-0", "x2"]
     row = lines[1]

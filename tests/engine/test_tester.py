@@ -59,4 +59,5 @@ def test_stored_thresholds_reach_results_and_predictions(tiny_run, tmp_path):
     summary = evaluate_checkpoint(load_run(checkpoint), tmp_path / "none")
     assert summary["thresholds"]["coverage"] == 0.0
     assert load_predictor(checkpoint, num_clips=1, num_crops=1).predict(first_val)["decision"] is None
-    assert "decision" not in load_predictor(checkpoint, num_clips=1, num_crops=1, calibrated=False).predict(first_val)
+    assert "decision" not in load_predictor(checkpoint, num_clips=1, num_crops=1,
+                                            calibrated=False).predict(first_val)

@@ -98,12 +98,14 @@ def test_cpu_bf16_runs_convs_shorter_than_their_kernel_in_fp32():
 def test_bf16_autocast_trains_on_cpu(tiny_synthetic, tmp_path):
     # The 4-frame model has T=2 at res4, where oneDNN's AVX-512 bf16 weight gradient can be NaN
     # (videocls/engine/amp.py): with the fp32 guard no step is lost, on any CPU.
-    summary = fit(compose_config(tiny_overrides(tiny_synthetic, tmp_path, "trainer.precision=bf16")), tmp_path)
+    summary = fit(compose_config(tiny_overrides(tiny_synthetic, tmp_path, "trainer.precision=bf16")),
+                  tmp_path)
     assert summary["num_videos"] == 10
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert state["skipped_steps"] == 0 and state["global_step"] == 5
     weights = _weights(tmp_path)
-    assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+    assert all(w.dtype == torch.float32 and torch.isfinite(w).all()
+               for w in weights.values() if w.is_floating_point())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 with GradScaler needs a CUDA device")
@@ -114,7 +116,8 @@ def test_fp16_with_grad_scaler_on_gpu(tiny_synthetic, tmp_path):
     # The scaler took part: its state is saved with a positive scale and a step count of its own.
     assert state["scaler"]["scale"] > 0 and state["scaler"]["_growth_tracker"] >= 0
     weights = _weights(tmp_path)
-    assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+    assert all(w.dtype == torch.float32 and torch.isfinite(w).all()
+               for w in weights.values() if w.is_floating_point())
     # The weights moved: fp16 steps were not all skipped as overflows.
     assert state["global_step"] == 5 and state["scaler"]["scale"] >= 2.0**10
 
@@ -278,7 +281,8 @@ def _wandb_records(run_file: Path) -> tuple[dict, list[dict]]:
         elif kind == "config":
             config.update({item.key: json.loads(item.value_json) for item in record.config.update})
         elif kind == "history":
-            history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+            history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                            for i in record.history.item})
     return config, history
 
 
@@ -313,7 +317,8 @@ def test_wandb_offline_run_holds_config_and_the_same_metrics(tiny_synthetic, tmp
 
 def test_multirun_sweep_and_compare_runs(tiny_synthetic, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    overrides = [o for o in tiny_overrides(tiny_synthetic, tmp_path / "unused") if not o.startswith("hydra.run")]
+    overrides = [o for o in tiny_overrides(tiny_synthetic, tmp_path / "unused")
+                 if not o.startswith("hydra.run")]
     proc = subprocess.run(
         [sys.executable, str(REPO / "tools" / "train.py"), "-m", "model=c2d_r50,i3d_r50", *overrides,
          f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.num}"],

@@ -62,7 +62,8 @@ class ShardedSampler(Sampler[int]):
         return iter(self.shard()[self.start :])
 
     def __len__(self) -> int:
-        per_rank = -(-self.length // self.num_replicas) if self.pad else len(range(self.rank, self.length, self.num_replicas))
+        per_rank = (-(-self.length // self.num_replicas) if self.pad
+                    else len(range(self.rank, self.length, self.num_replicas)))
         return max(per_rank - self.start, 0)
 
 

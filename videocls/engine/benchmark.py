@@ -183,7 +183,9 @@ def readable_videos(folder: str | Path, decord_only: bool = False) -> tuple[list
     return kept, left_out
 
 
-def _clips_per_s(batches: Iterable, count: Callable[[object], int], num_clips: int, warmup_clips: int) -> float:
+def _clips_per_s(
+    batches: Iterable, count: Callable[[object], int], num_clips: int, warmup_clips: int
+) -> float:
     """Clips/s over ``num_clips`` clips, timed after the first ``warmup_clips`` (worker start-up)."""
     seen, start = 0, None
     for batch in batches:
@@ -243,8 +245,15 @@ def benchmark_data(
 def _pytorchvideo_dataset(paths: Sequence[str], num_frames: int, clip_seconds: float, crop_size: int):
     """pytorchvideo's Kinetics training pipeline: random clip, uniform subsample, scale jitter, crop."""
     import videocls.compat  # noqa: F401  (before any pytorchvideo transform)
+
+    # isort: split
     from pytorchvideo.data import LabeledVideoDataset, make_clip_sampler
-    from pytorchvideo.transforms import ApplyTransformToKey, Normalize, RandomShortSideScale, UniformTemporalSubsample
+    from pytorchvideo.transforms import (
+        ApplyTransformToKey,
+        Normalize,
+        RandomShortSideScale,
+        UniformTemporalSubsample,
+    )
     from torchvision.transforms import Compose, Lambda, RandomCrop
 
     transform = ApplyTransformToKey(
@@ -296,7 +305,8 @@ class PipelineResult:
 
 
 def _timed_steps(step: Callable[[dict], None], batches: Iterable[dict], steps: int, warmup: int):
-    """Run ``warmup + steps`` steps; return (clips, seconds, seconds waiting for batches) of the timed ones."""
+    """Run ``warmup + steps`` steps; return (clips, seconds, seconds waiting for batches)
+    of the timed ones."""
     clips, waited, start = 0, 0.0, None
     iterator = iter(batches)
     for index in range(warmup + steps):

@@ -33,7 +33,8 @@ class EvalResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def summary(self) -> dict:
-        return {"clip": self.clip, "video": self.video, "num_videos": self.num_videos, "num_views": self.num_views}
+        return {"clip": self.clip, "video": self.video, "num_videos": self.num_videos,
+                "num_views": self.num_views}
 
 
 def to_device(video, device: torch.device, channels_last: bool = False):
@@ -71,7 +72,9 @@ def score_views(
     """Logits of this rank's views, with their keys and labels (on CPU)."""
     was_training = model.training
     model.eval()
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("logits", "label", "video_idx", "clip_idx", "spatial_idx", "valid")}
+    parts: dict[str, list[torch.Tensor]] = {
+        k: [] for k in ("logits", "label", "video_idx", "clip_idx", "spatial_idx", "valid")
+    }
     skipped: list[tuple[str, str]] = []
     for batch in loader:
         video = to_device(batch["video"], env.device, channels_last)
@@ -123,10 +126,13 @@ def evaluate(
     video_labels = _labels_per_video(video_ids, views["video_idx"][valid], labels)
     video = topk_accuracy(scores, video_labels)
     video["mean_class_acc"] = mean_class_accuracy(scores.argmax(1), video_labels, num_classes)
-    return EvalResult(clip, video, len(video_ids), int(valid.sum()), video_ids, scores, video_labels, sorted(set(skipped)))
+    return EvalResult(clip, video, len(video_ids), int(valid.sum()), video_ids, scores, video_labels,
+                      sorted(set(skipped)))
 
 
-def _labels_per_video(video_ids: torch.Tensor, view_video_idx: torch.Tensor, view_labels: torch.Tensor) -> torch.Tensor:
+def _labels_per_video(
+    video_ids: torch.Tensor, view_video_idx: torch.Tensor, view_labels: torch.Tensor
+) -> torch.Tensor:
     rows = torch.searchsorted(video_ids, view_video_idx)
     out = torch.zeros((len(video_ids), *view_labels.shape[1:]), dtype=view_labels.dtype)
     out[rows] = view_labels
@@ -140,4 +146,5 @@ def _multilabel_result(logits, labels, view_video_idx, skipped) -> EvalResult:
     video_ids, scores = aggregate_views(logits, view_video_idx, "mean_sigmoid")
     video_labels = _labels_per_video(video_ids, view_video_idx, labels)
     video = {"mAP": mean_average_precision(scores, video_labels)}
-    return EvalResult(clip, video, len(video_ids), len(labels), video_ids, scores, video_labels, sorted(set(skipped)))
+    return EvalResult(clip, video, len(video_ids), len(labels), video_ids, scores, video_labels,
+                      sorted(set(skipped)))

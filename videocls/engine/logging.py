@@ -86,7 +86,9 @@ class RunLogger:
         images = {k: Path(v) for k, v in images.items() if Path(v).is_file()}
         if not self.enabled or not images:
             return
-        self._jsonl.write(json.dumps({"step": step, **{f"image/{k}": str(v) for k, v in images.items()}}) + "\n")
+        self._jsonl.write(
+            json.dumps({"step": step, **{f"image/{k}": str(v) for k, v in images.items()}}) + "\n"
+        )
         if self.wandb_run is not None:
             import wandb
 

@@ -94,7 +94,8 @@ class VideoPredictor:
         # The built model's own alpha (a model.alpha override included), else the registry's.
         self.alpha = getattr(self.model, "alpha", None) or self.model.default_config.extra.get("alpha")
         if self.num_crops not in (1, 3):  # the test views' layout: centre, or left/centre/right
-            raise ValueError(f"num_crops={self.num_crops}: use 1 (centre crop) or 3 (three crops along the long side)")
+            raise ValueError(f"num_crops={self.num_crops}: use 1 (centre crop) "
+                             "or 3 (three crops along the long side)")
         outputs = num_outputs(self.model)
         if len(self.class_names) != outputs:
             raise ValueError(f"{len(self.class_names)} class names for a model with {outputs} outputs")
@@ -102,7 +103,8 @@ class VideoPredictor:
     def describe(self) -> str:
         """What the predictions are made from, for the user."""
         temperature = "no temperature" if self.temperature is None else f"temperature {self.temperature:.4f}"
-        thresholds = f"; {self.thresholds['kind']} thresholds from {self.thresholds['path']}" if self.thresholds else ""
+        thresholds = (f"; {self.thresholds['kind']} thresholds from {self.thresholds['path']}"
+                      if self.thresholds else "")
         return f"views: {self.preprocessing.describe()}; {temperature}{thresholds}"
 
     @torch.no_grad()

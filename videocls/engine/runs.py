@@ -11,10 +11,10 @@ import json
 import statistics
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 #: Config keys that only re-draw randomness: runs that differ in nothing else are grouped.
 SEED_KEYS = ("trainer.seed", "seed")
-
-from omegaconf import OmegaConf
 
 
 def _flatten(tree, prefix: str = "") -> dict[str, object]:

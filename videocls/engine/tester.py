@@ -22,7 +22,10 @@ from videocls.data.datamodule import VideoData
 from videocls.data.dataset import VideoClipDataset
 from videocls.data.loader import build_loader
 from videocls.engine.calibrate import (
-    apply_temperature, fit_video_temperature, load_calibration, save_calibration,
+    apply_temperature,
+    fit_video_temperature,
+    load_calibration,
+    save_calibration,
 )
 from videocls.engine.config_checks import check_config
 from videocls.engine.distributed import DistEnv, broadcast_object, init_distributed, shutdown
@@ -32,11 +35,21 @@ from videocls.engine.logging import RunLogger
 from videocls.engine.report import format_results, write_results
 from videocls.engine.run_loading import LoadedRun
 from videocls.engine.thresholds import (
-    holdout_check, load_thresholds, read_costs, save_thresholds, thresholded_summary, tune,
+    holdout_check,
+    load_thresholds,
+    read_costs,
+    save_thresholds,
+    thresholded_summary,
+    tune,
 )
 from videocls.metrics.calibration import expected_calibration_error
 from videocls.metrics.classification import LOGIT_AGGREGATIONS, canonical_aggregation
-from videocls.metrics.per_class import confusion_matrix, metrics_from_confusion, write_confusion_csv, write_per_class_csv
+from videocls.metrics.per_class import (
+    confusion_matrix,
+    metrics_from_confusion,
+    write_confusion_csv,
+    write_per_class_csv,
+)
 from videocls.metrics.plots import plot_confusion_matrix, plot_reliability_diagram
 from videocls.metrics.robustness import robustness_summary, robustness_table
 
@@ -56,7 +69,8 @@ def write_predictions(path: Path, result: EvalResult, probs: torch.Tensor, paths
     top_p, top_i = probs.topk(k, dim=1)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["video", "label", "label_name", *[f"{name}{i + 1}" for i in range(k) for name in ("pred", "prob")]])
+        writer.writerow(["video", "label", "label_name",
+                         *[f"{name}{i + 1}" for i in range(k) for name in ("pred", "prob")]])
         for row, video_id in enumerate(result.video_ids.tolist()):
             label = int(result.video_labels[row])
             cells = [paths[video_id], label, class_names[label]]
@@ -89,7 +103,8 @@ def robustness(model: nn.Module, data: VideoData, tc: DictConfig, env: DistEnv, 
     for name in CORRUPTIONS:
         for severity in SEVERITIES:
             frame_filter = functools.partial(_corrupt_clip, name=name, severity=severity)
-            dataset = data.dataset("val", False, mean, std, tc.robustness_clips, 1, seed=seed, frame_filter=frame_filter)
+            dataset = data.dataset("val", False, mean, std, tc.robustness_clips, 1, seed=seed,
+                                   frame_filter=frame_filter)
             loader = build_loader(dataset, tc.batch_size, data.num_workers, train=False,
                                   num_replicas=env.world_size, rank=env.rank)
             accuracy[(name, severity)] = evaluate(model, loader, env, tc.aggregation, precision).video["top1"]
@@ -132,17 +147,19 @@ def run_test(model: nn.Module, data: VideoData, tc: DictConfig, env: DistEnv, ou
     summary = result.summary()
     if result.video_labels.ndim == 1:  # single-label: predictions, per-class, confusion, calibration
         temperature = calibration["temperature"] if calibration is not None else None
-        summary["calibration"] = write_reports(result, tc.aggregation, out_dir, [r.path for r in dataset.records],
-                                               class_names, temperature)
+        summary["calibration"] = write_reports(result, tc.aggregation, out_dir,
+                                               [r.path for r in dataset.records], class_names, temperature)
         if calibration is not None:
             summary["calibration"].update(temperature=temperature, temperature_file=calibration["path"])
             print(f"applied temperature {temperature:.4f} from {calibration['path']}")
     if thresholds is not None:  # tuned on the plain protocol probabilities (their own temperature inside)
-        raw = result.video_scores if result.video_labels.ndim == 2 else video_probabilities(result, tc.aggregation)
+        raw = (result.video_scores if result.video_labels.ndim == 2
+               else video_probabilities(result, tc.aggregation))
         summary["thresholds"] = thresholded_summary(thresholds, raw, result.video_labels, class_names)
         print(f"applied {thresholds['kind']} thresholds from {thresholds['path']}")
-    summary["protocol"] = {"num_clips": tc.num_clips, "num_crops": tc.num_crops, "aggregation": tc.aggregation,
-                           "split": "val", "test_short_side": data.test_short_side, "test_crop": data.test_crop}
+    summary["protocol"] = {"num_clips": tc.num_clips, "num_crops": tc.num_crops,
+                           "aggregation": tc.aggregation, "split": "val",
+                           "test_short_side": data.test_short_side, "test_crop": data.test_crop}
     summary["skipped_videos"] = len({path for path, _ in result.skipped})
     if robust is not None:
         summary["robustness"] = robustness_summary(robust)

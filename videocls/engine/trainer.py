@@ -92,7 +92,8 @@ class Trainer:
         self.model_config = get_model_config(cfg.model.name)
         mean, std = self.model_config.mean, self.model_config.std
         self.train_set = self.data.dataset("train", True, mean, std, seed=t.seed)
-        self.val_set = self.data.dataset("val", False, mean, std, t.val_num_clips, t.val_num_crops, seed=t.seed)
+        self.val_set = self.data.dataset("val", False, mean, std, t.val_num_clips, t.val_num_crops,
+                                         seed=t.seed)
         loader_args = dict(num_workers=self.data.num_workers, seed=t.seed, num_replicas=self.env.world_size,
                            rank=self.env.rank, pin_memory=self.env.device.type == "cuda")
         share_cpu_cores(self.env, self.data.num_workers)
@@ -108,7 +109,8 @@ class Trainer:
                 raise ValueError("trainer.sync_bn=true needs GPUs: SyncBatchNorm has no CPU implementation")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model  # the bare module: what is saved, evaluated and averaged
-        self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True) if t.ema else None
+        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
+                    if t.ema else None)
         self.global_batch = self.data.batch_size * self.env.world_size * self.accumulate
         self.optimizer = instantiate(cfg.optim)(model, global_batch_size=self.global_batch)
         self.steps_per_epoch = len(self.train_loader) // self.accumulate
@@ -118,13 +120,15 @@ class Trainer:
         self.batches_per_epoch = self.steps_per_epoch * self.accumulate
         if self.steps_per_epoch == 0:
             raise ValueError(
-                f"an epoch has {len(self.train_loader)} batches, fewer than accumulate_grad_batches={self.accumulate}"
+                f"an epoch has {len(self.train_loader)} batches, "
+                f"fewer than accumulate_grad_batches={self.accumulate}"
             )
         self.scheduler = instantiate(cfg.schedule)(self.optimizer, self.steps_per_epoch, t.max_epochs)
         self.scaler = torch.amp.GradScaler(self.env.device.type, enabled=self.precision == "16")
         self.mixup = Mixup(num_classes=self.data.num_classes, **self.data.mixup) if self.data.mixup else None
         # Mixup/CutMix yields soft targets (with its own label smoothing): they need a soft-target loss.
-        self.criterion = (SoftTargetCrossEntropy() if self.mixup else instantiate(cfg.loss)).to(self.env.device)
+        self.criterion = (SoftTargetCrossEntropy() if self.mixup
+                          else instantiate(cfg.loss)).to(self.env.device)
         train_model = DistributedDataParallel(model) if self.env.distributed else model
         self.train_model = torch.compile(train_model) if t.compile else train_model
 
@@ -142,7 +146,8 @@ class Trainer:
                      self.global_batch, self.data.batch_size, self.env.world_size, self.accumulate,
                      self.optimizer.param_groups[0]["initial_lr"])
             self.logger.log({"global_batch_size": self.global_batch,
-                             "lr_scaled": self.optimizer.param_groups[0]["initial_lr"]}, step=self.global_step)
+                             "lr_scaled": self.optimizer.param_groups[0]["initial_lr"]},
+                            step=self.global_step)
 
     # ----------------------------------------------------------------------------- checkpoints
     def _state(self) -> dict:
@@ -305,7 +310,8 @@ class Trainer:
                     "train/skipped_steps": self.skipped_steps,
                     "train/clips_per_s": clips * self.env.world_size / elapsed,
                     "train/data_wait_frac": data_time / elapsed,
-                    "train/gpu_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0,
+                    "train/gpu_mem_gb": (torch.cuda.max_memory_allocated() / 2**30
+                                         if torch.cuda.is_available() else 0.0),
                     "epoch": self.epoch,
                 }, step=self.global_step)
                 bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}")
