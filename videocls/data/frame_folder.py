@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from videocls.data.video_io import VideoDecodeError, check_frame_indices
+from videocls.data.frame_access import VideoDecodeError, check_frame_indices
 
 __all__ = ["IMAGE_EXTENSIONS", "FrameFolderReader", "list_frames"]
 

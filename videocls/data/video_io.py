@@ -64,26 +64,16 @@ import numpy as np
 import torch
 
 from videocls.data import probe_cache
+from videocls.data.frame_access import VideoDecodeError, check_frame_indices
+from videocls.data.frame_folder import FrameFolderReader
 from videocls.data.probe_cache import Probe
 
-__all__ = ["VideoDecodeError", "VideoReader", "fallback_counts", "open_video"]
+__all__ = ["VideoDecodeError", "VideoReader", "check_frame_indices", "fallback_counts", "open_video"]
 
 BACKENDS = ("auto", "decord", "pyav")
 _HEADER_RATE_TOLERANCE = 0.05
 _INDEX_CACHE_SIZE = 256
 log = logging.getLogger(__name__)
-
-
-class VideoDecodeError(RuntimeError):
-    """A video file cannot be opened or decoded; the message names the file and the reason."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-
-    def __reduce__(self):
-        return type(self), (self.path, self.reason)
 
 
 # --------------------------------------------------------------------------- bookkeeping
@@ -490,18 +480,6 @@ def _probe_file(key: tuple) -> Probe:
 # --------------------------------------------------------------------------- reader
 
 
-def check_frame_indices(path: str, indices: Sequence[int], num_frames: int) -> np.ndarray:
-    """``indices`` as int64 positions, or an error naming ``path`` for any outside the video."""
-    positions = np.asarray(indices).reshape(-1)
-    if positions.size and positions.dtype.kind not in "iu":
-        raise TypeError(f"{path}: frame indices must be integers, got {positions.dtype}")
-    positions = positions.astype(np.int64)
-    outside = positions[(positions < 0) | (positions >= num_frames)]
-    if outside.size:
-        raise IndexError(f"{path}: frame index {outside[0]} outside [0, {num_frames})")
-    return positions
-
-
 class VideoReader:
     """Frame-accurate random access to one video file (see the module docstring).
 
@@ -626,7 +604,5 @@ def open_video(path: str | os.PathLike, backend: str = "auto", num_threads: int 
     (:class:`~videocls.data.frame_folder.FrameFolderReader`, same interface). Raises
     :class:`VideoDecodeError` naming the file when it cannot be read."""
     if os.path.isdir(path):
-        from videocls.data.frame_folder import FrameFolderReader  # imports this module
-
         return FrameFolderReader(path)
     return VideoReader(path, backend=backend, num_threads=num_threads)
