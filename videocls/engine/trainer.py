@@ -411,8 +411,8 @@ class Trainer:
         """
         model = self.ema.module if self.ema is not None else self.model
         self._write_skipped()
-        extra = {"checkpoint": str(self.ckpt_dir / "last.pt"), "wandb_dir": self.logger.wandb_dir,
-                 "skipped_videos_train": len(self.skipped)}
+        extra = {"checkpoint": str(self.ckpt_dir / "last.pt"), "weights": self.eval_weights,
+                 "wandb_dir": self.logger.wandb_dir, "skipped_videos_train": len(self.skipped)}
         # The test changes no training state and last.pt already holds the finished training, so
         # a signal stops it at once (Preempted) instead of at the end of a long evaluation; a
         # rerun of the same command finds last.pt at max_epochs and runs the test again.
