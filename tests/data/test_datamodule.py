@@ -48,11 +48,11 @@ def test_labels_outside_num_classes_fail_when_the_dataset_is_read(tmp_path):
     listed = tmp_path / "train.txt"
     listed.write_text("a.mp4 0\n\nb.mp4 4\n")
     # num_classes larger than the labels used is fine ...
-    assert len(data(tmp_path, num_classes=10).dataset("train", True, MEAN, STD)) == 2
+    assert len(data(tmp_path, num_classes=10).dataset("train", train=True, mean=MEAN, std=STD)) == 2
     # ... a label at or above it fails at once, naming file, line and count.
     message = f"{listed}:3: label 4 is outside 0..3 for num_classes=4"
     with pytest.raises(AnnotationError, match=re.escape(message)):
-        data(tmp_path, num_classes=4).dataset("val", False, MEAN, STD)
+        data(tmp_path, num_classes=4).dataset("val", train=False, mean=MEAN, std=STD)
 
 
 def test_class_list_must_have_num_classes_names(tmp_path):
@@ -62,7 +62,8 @@ def test_class_list_must_have_num_classes_names(tmp_path):
     for n in (5, 7):
         message = f"{classes}: the class list has 6 names but data.num_classes={n}"
         with pytest.raises(ValueError, match=re.escape(message)):
-            data(tmp_path, num_classes=n, classes=str(classes)).dataset("train", True, MEAN, STD)
+            data(tmp_path, num_classes=n, classes=str(classes)).dataset("train", train=True, mean=MEAN,
+                                                                        std=STD)
 
 
 def test_inverse_uniform_scale_jitter_reaches_the_training_transform(tmp_path):

@@ -35,23 +35,23 @@ def test_test_views_other_than_one_or_three_crops_are_refused(two_videos, num_cr
     message = (f"test.num_crops (trainer.val_num_crops for validation) must be 1 (centre) or 3 "
                f"(left/centre/right), got {num_crops}")
     with pytest.raises(ValueError, match=re.escape(message)):
-        data.dataset("val", False, MEAN, STD, num_clips=1, num_crops=num_crops)
+        data.dataset("val", train=False, mean=MEAN, std=STD, num_clips=1, num_crops=num_crops)
 
 
 def test_one_and_three_crops_are_the_views_they_claim(two_videos):
     data, _ = two_videos
-    one = data.dataset("val", False, MEAN, STD, num_clips=1, num_crops=1)
-    three = data.dataset("val", False, MEAN, STD, num_clips=1, num_crops=3)
+    one = data.dataset("val", train=False, mean=MEAN, std=STD, num_clips=1, num_crops=1)
+    three = data.dataset("val", train=False, mean=MEAN, std=STD, num_clips=1, num_crops=3)
     assert (len(one), len(three)) == (2, 6)
     assert [three.view_of(i)[2] for i in range(3)] == [0, 1, 2]
     crops = [three[i]["video"] for i in range(3)]
     assert torch.equal(one[0]["video"], crops[1])  # the single crop is the centre one
     assert not torch.equal(crops[0], crops[1]) and not torch.equal(crops[2], crops[1])
     # Training draws one random crop whatever the test setting.
-    assert len(data.dataset("train", True, MEAN, STD, num_clips=5, num_crops=2)) == 2
+    assert len(data.dataset("train", train=True, mean=MEAN, std=STD, num_clips=5, num_crops=2)) == 2
     with pytest.raises(ValueError, match=re.escape("test.num_clips (trainer.val_num_clips for validation) "
                                                    "must be an integer >= 1, got 0")):
-        data.dataset("val", False, MEAN, STD, num_clips=0, num_crops=1)
+        data.dataset("val", train=False, mean=MEAN, std=STD, num_clips=0, num_crops=1)
 
 
 def run_epochs(loader, epochs: int) -> list[tuple[str, str]]:
@@ -68,7 +68,7 @@ def run_epochs(loader, epochs: int) -> list[tuple[str, str]]:
 def test_unreadable_video_is_warned_once_in_the_main_process(two_videos, monkeypatch, caplog):
     data, bad = two_videos
     monkeypatch.setattr(dataset_module, "_warned", set())
-    val = data.dataset("val", False, MEAN, STD, num_clips=2, num_crops=1)
+    val = data.dataset("val", train=False, mean=MEAN, std=STD, num_clips=2, num_crops=1)
     loader = DataLoader(val, batch_size=2, num_workers=0, collate_fn=collate_clips)
     with caplog.at_level(logging.DEBUG, logger="videocls.data.dataset"):
         collected = run_epochs(loader, epochs=3)
@@ -82,7 +82,7 @@ def test_workers_leave_the_warning_to_the_main_process(two_videos, monkeypatch, 
     main process warns once when the batches arrive."""
     data, bad = two_videos
     monkeypatch.setattr(dataset_module, "_warned", set())
-    val = data.dataset("val", False, MEAN, STD, num_clips=2, num_crops=1)
+    val = data.dataset("val", train=False, mean=MEAN, std=STD, num_clips=2, num_crops=1)
     log_file = tmp_path / "log.txt"
     handler = logging.FileHandler(log_file)  # inherited by the forked workers
     handler.setFormatter(logging.Formatter("%(levelname)s %(process)d %(message)s"))

@@ -223,7 +223,7 @@ def test_dataloader_workers_of_every_epoch_warn_once_in_all(real_videos_dir, tmp
     try:
         data = VideoData(train_list=str(listed), val_list=str(listed), num_classes=1, num_frames=2,
                          sampling_rate=1, test_short_side=32, test_crop=32)
-        val = data.dataset("val", False, (0.5,) * 3, (0.25,) * 3, num_clips=1, num_crops=1)
+        val = data.dataset("val", train=False, mean=(0.5,) * 3, std=(0.25,) * 3, num_clips=1, num_crops=1)
         loader = DataLoader(val, batch_size=1, num_workers=2, collate_fn=collate_clips,
                             multiprocessing_context="fork")
         for epoch in range(2):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from videocls.data.datamodule import model_input
 from videocls.engine.calibrate import calibration_path, load_calibration
 from videocls.engine.predictor import load_predictor
 from videocls.engine.run_loading import load_run
@@ -44,8 +45,8 @@ def _video_probabilities(checkpoint: Path, val_list: Path) -> tuple[torch.Tensor
     """Each video's views one at a time through the model, their softmax averaged per video."""
     run = load_run(checkpoint, [f"data.val_list={val_list}"])
     model, cfg = run.model, run.config
-    dataset = run.data.dataset("val", False, model.default_config.mean, model.default_config.std,
-                               cfg.test.num_clips, cfg.test.num_crops)
+    dataset = run.data.dataset("val", train=False, **model_input(model), num_clips=cfg.test.num_clips,
+                               num_crops=cfg.test.num_crops)
     views: dict[int, list[torch.Tensor]] = {}
     for i in range(len(dataset)):
         item = dataset[i]

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from videocls import create_model
+from videocls.data.datamodule import model_input
 from videocls.data.loader import build_loader
 from videocls.engine.distributed import DistEnv
 from videocls.engine.evaluator import score_views
@@ -42,15 +43,8 @@ def _protocol_logits(tiny_run: Path):
     the hook): the classifier is linear, so it must equal classifier(mean feature)."""
     run = load_model(tiny_run, [])
     cfg, model, data = run.config, run.model, run.data
-    dataset = data.dataset(
-        "val",
-        False,
-        model.default_config.mean,
-        model.default_config.std,
-        cfg.test.num_clips,
-        cfg.test.num_crops,
-        seed=cfg.trainer.seed,
-    )
+    dataset = data.dataset("val", train=False, **model_input(model), num_clips=cfg.test.num_clips,
+                           num_crops=cfg.test.num_crops, seed=cfg.trainer.seed)
     loader = build_loader(dataset, 4, 0, train=False)
     views, _ = score_views(model, loader, DistEnv(0, 0, 1, torch.device("cpu")))
     n = len(dataset.records)

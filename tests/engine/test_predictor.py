@@ -26,7 +26,7 @@ def test_checkpoint_views_come_from_its_data_config(tiny_run):
     predictor = load_predictor(checkpoint, num_clips=1, num_crops=1)
     mean, std = registry.mean, registry.std
     data = VideoData(**{k: v for k, v in cfg["data"].items() if k != "_target_"})
-    dataset = data.dataset("val", False, mean, std, num_clips=1, num_crops=1)
+    dataset = data.dataset("val", train=False, mean=mean, std=std, num_clips=1, num_crops=1)
     inputs = _model_inputs(predictor, dataset.records[0].path)
     assert inputs.shape == (1, 3, 4, 32, 32)
     # Exactly the view the run's own test protocol makes (segment sampling, short side, normalisation).

@@ -282,3 +282,13 @@ def test_predict_and_calibrate_refuse_a_crafted_checkpoint(stored, tiny_run, tmp
     assert message in capsys.readouterr().err
     assert not marker.exists()
     shutil.rmtree(run)
+
+
+def test_a_checkpoint_from_before_the_model_owned_its_alpha_still_loads(stored, tmp_path):
+    """Older runs stored data.slowfast_alpha; it is dropped (the model's own alpha packs the
+    pathways now), while any other unknown data key is still refused."""
+    old = forge(stored, tmp_path / "old.pt", lambda tree: tree["data"].update(slowfast_alpha=None))
+    assert load_run(old).data.num_classes == stored[1]["data"]["num_classes"]
+    bad = forge(stored, tmp_path / "bad.pt", lambda tree: tree["data"].update(pathway_ratio=4))
+    with pytest.raises(ValueError, match="data.pathway_ratio is not a data setting"):
+        load_run(bad)

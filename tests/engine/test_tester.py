@@ -46,7 +46,8 @@ def test_stored_thresholds_reach_results_and_predictions(tiny_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
     checkpoint = run_dir / "checkpoints" / "last.pt"
-    first_val = load_run(checkpoint).data.dataset("val", False, (0.5,) * 3, (0.5,) * 3).records[0].path
+    val = load_run(checkpoint).data.dataset("val", train=False, mean=(0.5,) * 3, std=(0.5,) * 3)
+    first_val = val.records[0].path
 
     save_thresholds(checkpoint, {"kind": "abstain", "threshold": 0.0})
     summary = evaluate_checkpoint(load_run(checkpoint), tmp_path / "all")

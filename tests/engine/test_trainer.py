@@ -177,3 +177,24 @@ def test_changed_hyperparameters_reads_the_stored_yaml_without_resolving_it(demo
     OmegaConf.update(newer, "model.new_option", None, force_add=True)  # added since: off, unchanged
     OmegaConf.update(newer, "schedule.new_shape", True, force_add=True)  # added since, with a value
     assert changed_hyperparameters(resolved, newer) == [("schedule.new_shape", "<absent>", True)]
+
+
+def test_slowfast_trains_on_any_data_config_with_its_own_alpha(tiny_synthetic, tmp_path):
+    """No slowfast experiment file, no alpha in the data config: the model's own alpha (here an
+    override, 2) makes the [slow, fast] clips, in training and in the final test."""
+    from videocls.engine.trainer import Trainer
+
+    run_dir = tmp_path / "run"
+    cfg = compose_config(tiny_overrides(tiny_synthetic, run_dir, "model=slowfast_r50", "model.width=8",
+                                        "+model.alpha=2"))
+    trainer = Trainer(cfg, run_dir)
+    try:
+        slow, fast = trainer.train_set[0]["video"]
+        assert (slow.shape[1], fast.shape[1]) == (cfg.data.num_frames // 2, cfg.data.num_frames)
+        # PySlowFast's packing: slow = the fast clip at linspace(0, T - 1, T // alpha)
+        t = cfg.data.num_frames
+        assert torch.equal(slow, fast[:, torch.linspace(0, t - 1, t // 2).long()])
+        results = trainer.fit()
+    finally:
+        trainer.close()
+    assert results["video"]["top1"] >= 0 and results["num_videos"] == 10

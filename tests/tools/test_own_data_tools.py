@@ -15,6 +15,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from videocls import create_model
+from videocls.data.datamodule import model_input
 from videocls.data.synthetic import CLASSES
 from videocls.engine.features import load_features
 from videocls.engine.losses import FocalLoss, inverse_frequency_weights
@@ -135,7 +136,7 @@ def test_features_of_foreign_weights_with_another_head(tiny_synthetic, tmp_path,
 
     cfg = compose_config(overrides)
     data = VideoData(**{k: v for k, v in cfg.data.items() if not k.startswith("_")})
-    clip = data.dataset("val", False, model.default_config.mean, model.default_config.std, 1, 1)[0]["video"]
+    clip = data.dataset("val", train=False, **model_input(model))[0]["video"]
     captured = []
     model.head.proj.register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0]))
     with torch.no_grad():

@@ -55,7 +55,6 @@ class VideoData:
     mixup: dict | None = None  # Mixup/CutMix arguments (videocls.data.mix.Mixup); the trainer applies it
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
-    slowfast_alpha: int | None = None
     max_retries: int = 10
     class_balanced: bool = False  # training draws every class equally often (with replacement)
     synthetic: dict | None = None
@@ -100,15 +99,22 @@ class VideoData:
     def dataset(
         self,
         split: str,
+        *,
         train: bool,
         mean: tuple[float, float, float],
         std: tuple[float, float, float],
+        pathway_alpha: int | None = None,
         num_clips: int = 1,
         num_crops: int = 1,
         seed: int = 0,
         frame_filter=None,
     ) -> VideoClipDataset:
-        """``split`` is ``"train"`` or ``"val"``; ``train`` picks random vs test-view sampling."""
+        """``split`` is ``"train"`` or ``"val"``; ``train`` picks random vs test-view sampling.
+
+        ``mean``, ``std`` and ``pathway_alpha`` (SlowFast's frame ratio: clips become ``[slow,
+        fast]``) are the model's: pass ``**model_input(model)``. The data config never carries
+        them, so any ``model=X data=Y`` pair fits.
+        """
         annotation = {"train": self.train_list, "val": self.val_list}[split]
         records = read_annotations(annotation, self.format, root=self.root, classes=self._class_list(),
                                    num_classes=self.num_classes)
@@ -118,7 +124,7 @@ class VideoData:
             transform = self.test_transform(mean, std)
         return VideoClipDataset(
             records, self.sampler(), transform, train=train, num_clips=num_clips, num_crops=num_crops,
-            backend=self.backend, num_threads=self.decode_threads, slowfast_alpha=self.slowfast_alpha,
+            backend=self.backend, num_threads=self.decode_threads, slowfast_alpha=pathway_alpha,
             max_retries=self.max_retries, seed=seed, frame_filter=frame_filter,
             num_classes=self.num_classes if self.format == "multilabel" else None,
         )
@@ -156,3 +162,13 @@ class VideoData:
 
     def _std(self, model_std):
         return tuple(self.std) if self.std is not None else tuple(model_std)
+
+
+def model_input(model) -> dict:
+    """What the data side asks of a built model: its normalisation (``model.default_config``)
+    and, for a two-pathway model, its own ``alpha`` (a ``model.alpha`` override included).
+    Keyword arguments of :meth:`VideoData.dataset`; read by duck typing, so ``data`` imports
+    nothing from ``models``."""
+    config = model.default_config
+    return {"mean": tuple(config.mean), "std": tuple(config.std),
+            "pathway_alpha": getattr(model, "alpha", None)}

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from videocls.data.annotations import VideoRecord
+from videocls.data.datamodule import model_input
 from videocls.data.dataset import VideoClipDataset
 from videocls.data.loader import build_loader
 from videocls.data.sampling import ClipSampler
@@ -338,8 +339,7 @@ def benchmark_pipeline(cfg, *, steps: int = 20, warmup: int = 3, device: str = "
     data = instantiate(cfg.data)
     data.prepare()
     model = instantiate(cfg.model).to(device).train()
-    config = model.default_config
-    dataset = data.dataset("train", train=True, mean=config.mean, std=config.std, seed=0)
+    dataset = data.dataset("train", train=True, **model_input(model), seed=0)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     precision = str(cfg.trainer.precision)
 

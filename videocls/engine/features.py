@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from videocls.data.datamodule import model_input
 from videocls.data.loader import collate_clips
 from videocls.engine.calibrate import _sha256
 from videocls.engine.distributed import DistEnv, barrier, broadcast_object, init_distributed, shutdown
@@ -184,15 +185,8 @@ def extract_features(
     try:
         model.to(env.device)
         tc = cfg.test
-        dataset = data.dataset(
-            split,
-            False,
-            model.default_config.mean,
-            model.default_config.std,
-            tc.num_clips,
-            tc.num_crops,
-            seed=cfg.trainer.seed,
-        )
+        dataset = data.dataset(split, train=False, **model_input(model), num_clips=tc.num_clips,
+                               num_crops=tc.num_crops, seed=cfg.trainer.seed)
         videos = [r.path for r in dataset.records]
         job = {
             "checkpoint": str(checkpoint),

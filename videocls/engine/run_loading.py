@@ -303,11 +303,16 @@ def model_from_config(model_cfg: dict, *, source: str | Path, pretrained: str | 
     return create_model(name, pretrained=pretrained, num_classes=num_classes, strict_head=True, **kwargs)
 
 
+#: Data keys that older checkpoints store and that are now asked of the model (dropped on load):
+#: SlowFast's alpha is the built model's own (``videocls.data.datamodule.model_input``).
+RETIRED_DATA_KEYS = frozenset({"slowfast_alpha"})
+
+
 def data_from_config(data_cfg: dict, *, source: str | Path) -> VideoData:
     """:class:`VideoData` from a data section of plain values; every key must be one of its fields."""
     check_tree({"data": data_cfg}, source=source)
     fields = {f.name for f in dataclasses.fields(VideoData)}
-    values = {k: v for k, v in data_cfg.items() if not _RESERVED.match(str(k))}
+    values = {k: v for k, v in data_cfg.items() if not _RESERVED.match(str(k)) and k not in RETIRED_DATA_KEYS}
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ValueError(f"{source}: stored config key data.{unknown[0]} is not a data setting "

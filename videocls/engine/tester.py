@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from videocls.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
-from videocls.data.datamodule import VideoData
+from videocls.data.datamodule import VideoData, model_input
 from videocls.data.dataset import VideoClipDataset
 from videocls.data.loader import build_loader
 from videocls.engine.calibrate import (
@@ -96,15 +96,15 @@ def write_reports(result: EvalResult, aggregation: str, out_dir: Path, paths: li
     return {"ece": expected_calibration_error(probs, result.video_labels)}
 
 
-def robustness(model: nn.Module, data: VideoData, tc: DictConfig, env: DistEnv, precision: str,
-               mean, std, seed: int) -> dict[tuple[str, int], float]:
+def robustness(model: nn.Module, data: VideoData, tc: DictConfig, env: DistEnv, *, precision: str,
+               seed: int) -> dict[tuple[str, int], float]:
     """Video top-1 under every corruption and severity (``test.robustness_clips`` clips, 1 crop)."""
     accuracy = {}
     for name in CORRUPTIONS:
         for severity in SEVERITIES:
             frame_filter = functools.partial(_corrupt_clip, name=name, severity=severity)
-            dataset = data.dataset("val", False, mean, std, tc.robustness_clips, 1, seed=seed,
-                                   frame_filter=frame_filter)
+            dataset = data.dataset("val", train=False, **model_input(model), num_clips=tc.robustness_clips,
+                                   num_crops=1, seed=seed, frame_filter=frame_filter)
             loader = build_loader(dataset, tc.batch_size, data.num_workers, train=False,
                                   num_replicas=env.world_size, rank=env.rank)
             accuracy[(name, severity)] = evaluate(model, loader, env, tc.aggregation, precision).video["top1"]
@@ -118,8 +118,8 @@ def _corrupt_clip(frames: torch.Tensor, rng: np.random.Generator, name: str, sev
 def evaluate_protocol(model: nn.Module, data: VideoData, tc: DictConfig, env: DistEnv, precision: str = "32",
                       seed: int = 0) -> tuple[EvalResult, VideoClipDataset]:
     """The validation split scored with the ``test`` protocol's views and aggregation (all ranks)."""
-    dataset = data.dataset("val", False, model.default_config.mean, model.default_config.std, tc.num_clips,
-                           tc.num_crops, seed=seed)
+    dataset = data.dataset("val", train=False, **model_input(model), num_clips=tc.num_clips,
+                           num_crops=tc.num_crops, seed=seed)
     loader = build_loader(dataset, tc.batch_size, data.num_workers, train=False,
                           num_replicas=env.world_size, rank=env.rank)
     return evaluate(model, loader, env, tc.aggregation, precision, tc.max_views_per_batch), dataset
@@ -138,8 +138,7 @@ def run_test(model: nn.Module, data: VideoData, tc: DictConfig, env: DistEnv, ou
     """
     out_dir = Path(out_dir)
     result, dataset = evaluate_protocol(model, data, tc, env, precision, seed)
-    mean, std = model.default_config.mean, model.default_config.std
-    robust = robustness(model, data, tc, env, precision, mean, std, seed) if tc.robustness else None
+    robust = robustness(model, data, tc, env, precision=precision, seed=seed) if tc.robustness else None
     if not env.is_main:
         return None
     out_dir.mkdir(parents=True, exist_ok=True)

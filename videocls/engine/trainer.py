@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from videocls.data.datamodule import model_input
 from videocls.data.dataset import report_skipped
 from videocls.data.loader import build_loader
 from videocls.data.mix import Mixup, batch_generator
@@ -57,7 +58,6 @@ from videocls.engine.losses import SoftTargetCrossEntropy
 from videocls.engine.precise_bn import recompute_bn_stats
 from videocls.engine.run_lock import claim_run_dir, lock_users, release_if_taken_since
 from videocls.engine.tester import run_test
-from videocls.models import get_model_config
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,11 @@ class Trainer:
         if self.env.is_main:
             self.data.prepare()
         barrier()
-        self.model_config = get_model_config(cfg.model.name)
-        mean, std = self.model_config.mean, self.model_config.std
-        self.train_set = self.data.dataset("train", True, mean, std, seed=t.seed)
-        self.val_set = self.data.dataset("val", False, mean, std, t.val_num_clips, t.val_num_crops,
-                                         seed=t.seed)
+        model = instantiate(cfg.model).to(self.env.device)
+        # The model owns its input: normalisation and (SlowFast) its pathway ratio.
+        self.train_set = self.data.dataset("train", train=True, **model_input(model), seed=t.seed)
+        self.val_set = self.data.dataset("val", train=False, **model_input(model), num_clips=t.val_num_clips,
+                                         num_crops=t.val_num_crops, seed=t.seed)
         loader_args = dict(num_workers=self.data.num_workers, seed=t.seed, num_replicas=self.env.world_size,
                            rank=self.env.rank, pin_memory=self.env.device.type == "cuda")
         share_cpu_cores(self.env, self.data.num_workers)
@@ -101,7 +101,6 @@ class Trainer:
                                          class_balanced=self.data.class_balanced, **loader_args)
         self.val_loader = build_loader(self.val_set, cfg.test.batch_size, train=False, **loader_args)
 
-        model = instantiate(cfg.model).to(self.env.device)
         if t.channels_last:
             model = model.to(memory_format=torch.channels_last_3d)
         if t.sync_bn and self.env.distributed:
