@@ -5,26 +5,9 @@ import json
 
 import numpy as np
 import pytest
+from feature_files import clusters, write_features
 
 from videocls.engine.label_issues import find_issues, label_issues, precision_recall
-
-
-def write_features(path, features, labels, classes):
-    np.savez(
-        path,
-        features=np.asarray(features, np.float32),
-        labels=np.asarray(labels, np.int64),
-        videos=np.asarray([f"/data/v{i:03d}.mp4" for i in range(len(labels))]),
-        classes=np.asarray(classes),
-    )
-    return path
-
-
-def clusters(n_per_class, num_classes, dim=8, seed=0):
-    """Well separated Gaussian blobs: class c around 10 * e_c."""
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(num_classes), n_per_class)
-    return 10 * np.eye(num_classes, dim)[labels] + rng.normal(0, 1, (len(labels), dim)), labels
 
 
 def test_flags_exactly_the_flipped_labels_of_a_confident_model():
