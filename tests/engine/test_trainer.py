@@ -198,3 +198,12 @@ def test_slowfast_trains_on_any_data_config_with_its_own_alpha(tiny_synthetic, t
     finally:
         trainer.close()
     assert results["video"]["top1"] >= 0 and results["num_videos"] == 10
+
+
+def test_each_epoch_reports_its_throughput_and_data_stall(tiny_run):
+    lines = (tiny_run / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
+    epochs = [row for row in rows if "train/epoch_clips_per_s" in row]
+    assert [row["epoch"] for row in epochs] == [0]  # one summary per epoch (the tiny run has one)
+    assert epochs[0]["train/epoch_clips_per_s"] > 0
+    assert 0.0 <= epochs[0]["train/epoch_data_wait_frac"] < 1.0

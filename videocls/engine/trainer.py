@@ -276,10 +276,15 @@ class Trainer:
                    disable=not (self.env.is_main and sys.stderr.isatty()), leave=False)
         wait_start, last = time.perf_counter(), time.perf_counter()
         data_time, clips, losses = 0.0, 0, []
+        # The whole epoch's throughput and data stall, for the summary line (the logged ones are
+        # per logging interval).
+        epoch_start, epoch_wait, epoch_clips = time.perf_counter(), 0.0, 0
         for i, batch in enumerate(self.train_loader, start=self.batches_done):
             if i >= self.batches_per_epoch:
                 break  # leftover micro-batches of an incomplete accumulation are not run
-            data_time += time.perf_counter() - wait_start
+            waited = time.perf_counter() - wait_start
+            data_time += waited
+            epoch_wait += waited
             report_skipped(batch["skipped"])  # one warning per video, not per item or worker
             for path, reason in batch["skipped"]:
                 self.skipped.setdefault(path, reason)
@@ -294,6 +299,7 @@ class Trainer:
             self._check_finite(loss.detach())
             losses.append(loss.item())
             clips += label.shape[0]
+            epoch_clips += label.shape[0]
             bar.update(1)
             if (i + 1) % self.accumulate:
                 wait_start = time.perf_counter()
@@ -313,7 +319,10 @@ class Trainer:
                                          if torch.cuda.is_available() else 0.0),
                     "epoch": self.epoch,
                 }, step=self.global_step)
-                bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}")
+                # The stall where the user looks: clips/s and the share of time spent waiting for data.
+                bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}",
+                                clips_s=f"{clips * self.env.world_size / elapsed:.1f}",
+                                data_wait=f"{data_time / elapsed:.0%}")
                 last, data_time, clips, losses = time.perf_counter(), 0.0, 0, []
             if t.checkpoint_every_n_steps and self.global_step % t.checkpoint_every_n_steps == 0:
                 self.save()
@@ -323,7 +332,19 @@ class Trainer:
                 return False
             wait_start = time.perf_counter()
         bar.close()
+        self._log_epoch_throughput(epoch_clips, epoch_wait, time.perf_counter() - epoch_start)
         return True
+
+    def _log_epoch_throughput(self, clips: int, waited: float, elapsed: float) -> None:
+        """The epoch summary of the data stall: clips/s over all ranks and the fraction of rank 0's
+        wall time spent waiting for batches (near 1: add loader workers or cores)."""
+        if not self.env.is_main or clips == 0 or elapsed <= 0:
+            return
+        clips_per_s, wait = clips * self.env.world_size / elapsed, waited / elapsed
+        log.info("epoch %d: %.1f clips/s, waited for data %.0f%% of the time", self.epoch, clips_per_s,
+                 100 * wait)
+        self.logger.log({"train/epoch_clips_per_s": clips_per_s, "train/epoch_data_wait_frac": wait,
+                         "epoch": self.epoch}, step=self.global_step)
 
     def validate(self) -> EvalResult:
         t = self.cfg.trainer
