@@ -83,6 +83,47 @@ def param_groups(
     return groups
 
 
+_EMBED_PREFIXES = ("patch_embed", "cls_token", "pos_embed", "time_embed")
+
+
+def layer_id(name: str, num_layers: int) -> int:
+    """BEiT/VideoMAE layer index of a transformer parameter: embeddings 0, ``blocks.i`` i + 1,
+    everything after the blocks (final norm, head) ``num_layers + 1``."""
+    if name.startswith(_EMBED_PREFIXES):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return num_layers + 1
+
+
+def lr_scales(model: nn.Module, *, head_lr_mult: float = 1.0,
+              layer_decay: float | None = None) -> dict[str, float]:
+    """Per trainable parameter name, the factor on the scheduled LR (fine-tuning):
+
+    - ``layer_decay`` (transformers with ``blocks``; BEiT, VideoMAE): ``layer_decay ** (L + 1 - id)``
+      with ``id`` from :func:`layer_id` and ``L`` blocks, so the head trains at the full LR and
+      each block below it at ``layer_decay`` times the one above;
+    - ``head_lr_mult``: the classifier (``model.classifier_prefix``) on top of that.
+    """
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    scales = dict.fromkeys(names, 1.0)
+    if layer_decay is not None:
+        blocks = getattr(model, "blocks", None)
+        if not isinstance(blocks, nn.ModuleList) or not 0 < layer_decay <= 1:
+            raise ValueError(f"optim.layer_decay={layer_decay}: needs a value in (0, 1] and a transformer "
+                             f"with blocks ({type(model).__name__} has none); use null for CNNs")
+        for name in names:
+            scales[name] = layer_decay ** (len(blocks) + 1 - layer_id(name, len(blocks)))
+    head = getattr(model, "classifier_prefix", None)
+    if head_lr_mult != 1.0:
+        if head is None:
+            raise ValueError(f"optim.head_lr_mult: {type(model).__name__} names no classifier")
+        for name in names:
+            if name.startswith(head + "."):
+                scales[name] *= head_lr_mult
+    return scales
+
+
 def scaled_lr(base_lr: float, global_batch_size: int, base_batch_size: int | None) -> float:
     """Linear scaling rule (Goyal et al.; PySlowFast): ``lr = base_lr * global_batch / base_batch``."""
     return base_lr if not base_batch_size else base_lr * global_batch_size / base_batch_size
@@ -100,19 +141,39 @@ def build_optimizer(
     nesterov: bool = True,
     betas: Sequence[float] = (0.9, 0.999),
     no_decay: Sequence[str] = ("norm", "bias", "embed"),
+    head_lr_mult: float = 1.0,
+    layer_decay: float | None = None,
 ) -> torch.optim.Optimizer:
     """SGD (PySlowFast: momentum, nesterov, dampening 0) or AdamW at the linearly scaled LR.
 
     ``global_batch_size`` is what one optimiser step sees: per-device batch x devices x
-    gradient accumulation.
+    gradient accumulation. ``head_lr_mult`` and ``layer_decay`` (fine-tuning, :func:`lr_scales`)
+    split the groups further, each with its own ``lr`` (the schedule multiplies every group's).
+    Frozen parameters (``requires_grad=False``) are left out.
     """
     lr = scaled_lr(base_lr, global_batch_size, base_batch_size)
     groups = param_groups(model, weight_decay, no_decay)
+    if head_lr_mult != 1.0 or layer_decay is not None:
+        groups = _split_by_scale(model, groups, lr_scales(model, head_lr_mult=head_lr_mult,
+                                                           layer_decay=layer_decay), lr)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
     raise ValueError(f"optim.name: unknown optimizer {name!r}; use sgd or adamw")
+
+
+def _split_by_scale(model: nn.Module, groups: list[dict], scales: dict[str, float], lr: float) -> list[dict]:
+    """Each weight-decay group split by LR factor: ``{"params", "weight_decay", "lr", "lr_scale"}``."""
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    out = []
+    for group in groups:
+        by_scale: dict[float, list] = {}
+        for param in group["params"]:
+            by_scale.setdefault(scales[name_of[id(param)]], []).append(param)
+        out += [{"params": params, "weight_decay": group["weight_decay"], "lr": lr * scale, "lr_scale": scale}
+                for scale, params in sorted(by_scale.items())]
+    return out
 
 
 def lr_factor_at_epoch(

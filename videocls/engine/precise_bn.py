@@ -9,6 +9,7 @@ from torch import nn
 from videocls.engine.amp import autocast
 from videocls.engine.distributed import DistEnv, all_reduce_sum_
 from videocls.engine.evaluator import to_device
+from videocls.models.freezing import FROZEN_ATTRIBUTE
 
 
 @torch.no_grad()
@@ -24,7 +25,9 @@ def recompute_bn_stats(model: nn.Module, loader, num_batches: int, env: DistEnv,
     process would compute from all ranks' batches, and the saved checkpoint (rank 0's) holds
     the statistics every rank evaluated with.
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    # Frozen BatchNorms (fine-tuning, videocls.models.freezing) keep the statistics they came with.
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+           and not getattr(m, FROZEN_ATTRIBUTE, False)]
     if not bns or num_batches <= 0:
         return
     momenta = [bn.momentum for bn in bns]

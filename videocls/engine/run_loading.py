@@ -61,8 +61,9 @@ CALL_FLAGS = {"_partial_": (True, False), "_convert_": ("none", "partial", "obje
 #: Group overrides a reload ignores: the stored config already holds what they selected.
 IGNORED_GROUPS = ("experiment", "logger")
 #: ``create_model`` arguments in a model config that are not builder keywords. ``pretrained``
-#: and ``init_2d`` said where training started from; a reload takes the checkpoint's weights.
-CREATE_MODEL_KEYS = ("name", "num_classes", "pretrained", "init_2d")
+#: and ``init_2d`` said where training started from; a reload takes the checkpoint's weights;
+#: ``freeze``/``freeze_backbone`` only mattered to training.
+CREATE_MODEL_KEYS = ("name", "num_classes", "pretrained", "init_2d", "freeze", "freeze_backbone")
 
 _RESERVED = re.compile(r"^_.*_$")
 _MAX_CONFIG_CHARS = 1 << 20

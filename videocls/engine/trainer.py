@@ -141,12 +141,32 @@ class Trainer:
                                 config=OmegaConf.to_container(cfg, resolve=True), **cfg.logger)
         self._resume()
         if self.env.is_main:
-            log.info("global batch %d (%d per device x %d devices x %d accumulation), peak lr %.4g",
-                     self.global_batch, self.data.batch_size, self.env.world_size, self.accumulate,
-                     self.optimizer.param_groups[0]["initial_lr"])
-            self.logger.log({"global_batch_size": self.global_batch,
-                             "lr_scaled": self.optimizer.param_groups[0]["initial_lr"]},
-                            step=self.global_step)
+            self._log_start()
+
+    def _base_lr(self, key: str = "lr") -> float:
+        """The scheduled LR before fine-tuning's per-group factors (``lr_scale``, optim.head_lr_mult
+        and optim.layer_decay): what the recipe's schedule gives at this step."""
+        group = self.optimizer.param_groups[0]
+        return group[key] / group.get("lr_scale", 1.0)
+
+    def _log_start(self) -> None:
+        """The batch, the LR (per group when fine-tuning splits them), and what trains: frozen,
+        decayed and undecayed parameter counts."""
+        groups = self.optimizer.param_groups
+        peak = self._base_lr("initial_lr")
+        params = list(self.model.parameters())
+        frozen = sum(p.numel() for p in params if not p.requires_grad)
+        decayed = sum(p.numel() for g in groups if g["weight_decay"] > 0 for p in g["params"])
+        undecayed = sum(p.numel() for g in groups if g["weight_decay"] == 0 for p in g["params"])
+        scales = sorted({round(g.get("lr_scale", 1.0), 6) for g in groups})
+        log.info("global batch %d (%d per device x %d devices x %d accumulation), peak lr %.4g%s; "
+                 "parameters: %d trained (%d decayed, %d not), %d frozen",
+                 self.global_batch, self.data.batch_size, self.env.world_size, self.accumulate, peak,
+                 f", LR factors {scales}" if scales != [1.0] else "", decayed + undecayed, decayed,
+                 undecayed, frozen)
+        self.logger.log({"global_batch_size": self.global_batch, "lr_scaled": peak,
+                         "params/trained": decayed + undecayed, "params/decayed": decayed,
+                         "params/frozen": frozen}, step=self.global_step)
 
     # ----------------------------------------------------------------------------- checkpoints
     def _state(self) -> dict:
@@ -310,7 +330,7 @@ class Trainer:
                 elapsed = time.perf_counter() - last
                 self.logger.log({
                     "train/loss": sum(losses) / len(losses),
-                    "train/lr": self.optimizer.param_groups[0]["lr"],
+                    "train/lr": self._base_lr(),
                     "train/grad_norm": grad_norm,
                     "train/skipped_steps": self.skipped_steps,
                     "train/clips_per_s": clips * self.env.world_size / elapsed,

@@ -16,7 +16,7 @@ import inspect
 import logging
 import os
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from videocls.models.checkpoints import check_floating, load_state_dict_any
+from videocls.models.freezing import freeze as freeze_parts
 
 StateDict = dict[str, torch.Tensor]
 CheckpointFilter = Callable[[StateDict, nn.Module], StateDict]
@@ -136,6 +137,8 @@ def create_model(
     *,
     strict_head: bool = False,
     init_2d: str | Path | None = None,
+    freeze: Sequence[str] = (),
+    freeze_backbone: bool = False,
     **overrides,
 ) -> nn.Module:
     """Build a registered model, optionally loading weights from a local file.
@@ -150,6 +153,10 @@ def create_model(
     the classifier stays freshly initialised. With ``pretrained`` too, ``init_2d`` is not read:
     the strict load would replace every weight it sets (evaluating or fine-tuning a run whose
     recipe names a 2D initialisation needs neither the 2D file nor the time to inflate it).
+
+    ``freeze`` (module names, e.g. ``["stem", "res2"]``) or ``freeze_backbone`` (all but the
+    classifier) freeze parameters and BatchNorm statistics after loading, for fine-tuning
+    (:func:`videocls.models.freezing.freeze`).
     """
     entry = _entry(name)
     model = _build(entry, num_classes, overrides)
@@ -160,6 +167,10 @@ def create_model(
             log.info("%s: loaded %s; init_2d=%s not read (the load replaces it)", name, pretrained, init_2d)
     elif init_2d is not None:
         _init_from_2d(entry, name, model, init_2d)
+    if freeze or freeze_backbone:
+        frozen = freeze_parts(model, list(freeze), backbone=freeze_backbone)
+        log.info("%s: froze %d parameter tensors (%s)", name, len(frozen),
+                 "backbone" if freeze_backbone else ", ".join(freeze))
     return model
 
 
