@@ -101,3 +101,12 @@ def test_layer_decay_gives_the_documented_per_layer_lrs():
     assert math.isclose(max(lr_of.values()), 1e-3 * head_mult)
     with pytest.raises(ValueError, match="needs a value in \\(0, 1\\] and a transformer"):
         lr_scales(create_model("i3d_r50", width=4, stage_blocks=[1, 1, 1, 1]), layer_decay=0.75)
+
+
+def test_the_finetune_recipe_refuses_to_start_without_pretrained_weights(tiny_synthetic, tmp_path):
+    from videocls.engine.config_checks import ConfigError
+
+    cfg = _finetune(tiny_synthetic, tmp_path / "run", "model.pretrained=null")
+    with pytest.raises(ConfigError, match="this experiment fine-tunes: give model.pretrained=PATH"):
+        Trainer(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()

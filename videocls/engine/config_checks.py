@@ -57,6 +57,9 @@ def _problems(cfg: DictConfig, training: bool) -> list[str]:
          f"use one of {', '.join(AGGREGATIONS)}")
     if not training:
         return problems
+    if get("require_pretrained") and not (get("model.pretrained") or get("model.init_2d")):
+        problems.append("model.pretrained=None: this experiment fine-tunes: give model.pretrained=PATH "
+                        "(a checkpoint create_model reads) or model.init_2d=PATH (2D ImageNet weights)")
     need("trainer.max_epochs", lambda v: _int_at_least(v, 1), "use an integer >= 1")
     need("trainer.accumulate_grad_batches", lambda v: _int_at_least(v, 1), "use an integer >= 1")
     need("trainer.checkpoint_every_n_steps", lambda v: _int_at_least(v, 0), "use an integer >= 0 (0: off)")
