@@ -54,3 +54,17 @@ def test_crops_other_than_one_or_three_are_refused(tiny_run):
     described = load_predictor(checkpoint, num_clips=1, num_crops=1,
                                sampling_mode="rounded_segment").describe()
     assert "rounded segments" in described
+
+
+def test_slowfast_views_are_packed_with_the_built_models_own_alpha(real_videos_dir):
+    from videocls import create_model
+    from videocls.engine.predictor import Preprocessing, VideoPredictor
+
+    model = create_model("slowfast_r50", num_classes=3, width=8, stage_blocks=[1, 1, 1, 1], alpha=2)
+    views = Preprocessing.from_model_config(model.default_config).override(num_frames=4, short_side=32,
+                                                                           crop_size=32)
+    predictor = VideoPredictor(model, ["a", "b", "c"], num_clips=1, num_crops=1, preprocessing=views)
+    slow, fast = _model_inputs(predictor, real_videos_dir / "g1.avi")
+    assert model.default_config.extra["alpha"] == 4  # the registry's: not what packs the pathways
+    assert (slow.shape[2], fast.shape[2]) == (2, 4)
+    assert torch.equal(slow, fast[:, :, torch.linspace(0, 3, 2).long()])

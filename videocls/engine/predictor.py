@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from videocls.data.annotations import read_classes
+from videocls.data.datamodule import model_input
 from videocls.data.prepare import find_videos
 from videocls.data.sampling import ClipSampler, pack_pathways
 from videocls.data.transforms import ClipTransform
@@ -91,8 +92,8 @@ class VideoPredictor:
             torch.set_flush_denormal(True)  # see videocls.engine.distributed.init_distributed
         if self.preprocessing is None:
             self.preprocessing = Preprocessing.from_model_config(self.model.default_config)
-        # The built model's own alpha (a model.alpha override included), else the registry's.
-        self.alpha = getattr(self.model, "alpha", None) or self.model.default_config.extra.get("alpha")
+        # The built model's own alpha (a model.alpha override included), asked as the datasets ask it.
+        self.alpha = model_input(self.model)["pathway_alpha"]
         if self.num_crops not in (1, 3):  # the test views' layout: centre, or left/centre/right
             raise ValueError(f"num_crops={self.num_crops}: use 1 (centre crop) "
                              "or 3 (three crops along the long side)")
