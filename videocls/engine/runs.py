@@ -49,6 +49,8 @@ def run_metrics(run_dir: str | Path) -> dict[str, object]:
         summary = json.loads(results.read_text())
         for level in ("clip", "video"):
             metrics.update({f"{level}/{k}": v for k, v in summary.get(level, {}).items()})
+        # The run's cost, e.g. train_minutes / train_cpu_minutes (tools/compare_runs.py --metrics).
+        metrics.update({k: v for k, v in summary.items() if k.endswith("_minutes")})
     return metrics
 
 

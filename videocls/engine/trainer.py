@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import resource
 import sys
 import time
 from contextlib import nullcontext
@@ -74,6 +75,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: str | Path) -> None:
         self.cfg = cfg
+        self.started = (time.monotonic(), cpu_seconds())  # results.json: minutes to the final test
         t = cfg.trainer
         check_config(cfg, training=True)  # before any work: bad values name their key
         self.env = init_distributed(t.device)
@@ -452,7 +454,10 @@ class Trainer:
         model = self.ema.module if self.ema is not None else self.model
         self._write_skipped()
         extra = {"checkpoint": str(self.ckpt_dir / "last.pt"), "weights": self.eval_weights,
-                 "wandb_dir": self.logger.wandb_dir, "skipped_videos_train": len(self.skipped)}
+                 "wandb_dir": self.logger.wandb_dir, "skipped_videos_train": len(self.skipped),
+                 # This process only (a resumed run counts from its resume), up to the final test.
+                 "train_minutes": round((time.monotonic() - self.started[0]) / 60, 2),
+                 "train_cpu_minutes": round((cpu_seconds() - self.started[1]) / 60, 2)}
         # The test changes no training state and last.pt already holds the finished training, so
         # a signal stops it at once (Preempted) instead of at the end of a long evaluation; a
         # rerun of the same command finds last.pt at max_epochs and runs the test again.
@@ -470,6 +475,16 @@ class Trainer:
         finally:
             if self.run_lock is not None:
                 self.run_lock.release()
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (the loader workers).
+
+    Unlike wall time, this barely changes when other jobs share the machine, so the demo's cost
+    can be compared between runs measured side by side.
+    """
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def fit(cfg: DictConfig, run_dir: str | Path) -> dict | None:
