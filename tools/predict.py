@@ -31,7 +31,7 @@ import sys
 
 import torch
 
-from videocls.data.video_io import VideoDecodeError
+from videocls.data.io.access import VideoDecodeError
 from videocls.engine.predictor import expand_video_paths, load_predictor
 
 

@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # open_video pulls in decord/PyAV; import it lazily so `import videocls` stays light.
     if name == "open_video":
-        from videocls.data.video_io import open_video
+        from videocls.data.io.reader import open_video
 
         return open_video
     raise AttributeError(name)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from videocls.data.frame_folder import FrameFolderReader, list_frames
-from videocls.data.video_io import VideoDecodeError
+from videocls.data.io.access import VideoDecodeError
+from videocls.data.io.frame_folder import FrameFolderReader, list_frames
 
 
 def write_frames(folder, count=12, size=(40, 24), name="img_{}.png"):

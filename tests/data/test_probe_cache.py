@@ -15,8 +15,8 @@ import av
 import numpy as np
 import pytest
 
-from videocls.data import probe_cache, video_io
-from videocls.data.video_io import open_video
+from videocls.data.io import probe, probe_cache
+from videocls.data.io.reader import open_video
 
 REAL_VIDEOS = Path(__file__).resolve().parents[2].parent / "shared" / "real-videos"
 FRESH_DISK = {"file": None, "inode": None, "offset": 0, "lines": 0, "compact": False}
@@ -51,13 +51,13 @@ def cache_warnings(caplog, cache_file) -> list[str]:
 
 def count_probes(monkeypatch) -> list[str]:
     probes = []
-    run_probe = video_io._run_probe
+    run_probe = probe.run_probe
 
     def counting(path, index):
         probes.append(Path(path).name)
         return run_probe(path, index)
 
-    monkeypatch.setattr(video_io, "_run_probe", counting)
+    monkeypatch.setattr(probe, "run_probe", counting)
     return probes
 
 
@@ -89,7 +89,7 @@ def test_valid_record_of_the_same_file_is_served(tmp_path, monkeypatch):
     monkeypatch.setenv("VIDEOCLS_CACHE_DIR", str(tmp_path))
     path = tmp_path / "g1.avi"
     shutil.copyfile(REAL_VIDEOS / "g1.avi", path)
-    key = video_io._file_key(str(path))
+    key = probe_cache.file_key(str(path))
     forged = probe_cache.Probe(num_frames=16, fps=7.0, duration=16 / 7, height=300, width=400,
                              decord_failure="open_failed", pyav_seekable=True)
     (tmp_path / "decord_probe.jsonl").write_text(probe_cache._record_line(key, forged))
@@ -101,7 +101,7 @@ def test_record_with_any_other_key_field_is_not_served(tmp_path, monkeypatch, fi
     monkeypatch.setenv("VIDEOCLS_CACHE_DIR", str(tmp_path))
     path = tmp_path / "g1.avi"
     shutil.copyfile(REAL_VIDEOS / "g1.avi", path)
-    key = list(video_io._file_key(str(path)))
+    key = list(probe_cache.file_key(str(path)))
     key[field] = "0" * 32 if field == 5 else key[field] + 1
     forged = probe_cache.Probe(num_frames=16, fps=7.0, duration=16 / 7, height=300, width=400,
                              decord_failure="open_failed", pyav_seekable=True)
@@ -218,7 +218,7 @@ def test_dataloader_workers_of_every_epoch_warn_once_in_all(real_videos_dir, tmp
     log_file = tmp_path / "log.txt"
     handler = logging.FileHandler(log_file)  # inherited by the forked workers
     handler.setFormatter(logging.Formatter("%(levelname)s %(process)d %(message)s"))
-    logger = logging.getLogger("videocls.data.probe_cache")
+    logger = logging.getLogger("videocls.data.io.probe_cache")
     logger.addHandler(handler)
     try:
         data = VideoData(train_list=str(listed), val_list=str(listed), num_classes=1, num_frames=2,

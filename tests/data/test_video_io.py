@@ -1,4 +1,4 @@
-"""video_io against the real corpus: every frame served must equal a plain sequential PyAV decode."""
+"""The video reader against the real corpus: every frame served must equal a plain sequential PyAV decode."""
 
 import json
 import multiprocessing
@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from videocls.data import probe_cache, video_io
-from videocls.data.video_io import VideoDecodeError, fallback_counts, open_video
+from videocls.data.io import probe, probe_cache
+from videocls.data.io.access import VideoDecodeError
+from videocls.data.io.reader import fallback_counts, open_video
 
 REAL_VIDEOS = Path(__file__).resolve().parents[2].parent / "shared" / "real-videos"
 ALL_FILES = sorted(p.name for p in REAL_VIDEOS.glob("*") if p.name != "MANIFEST.tsv")
@@ -233,7 +234,7 @@ def test_probe_cache_is_shared_through_disk(tmp_path, monkeypatch):
     def no_probe(*args):
         raise AssertionError("probed again although the disk cache holds the verdict")
 
-    monkeypatch.setattr(video_io, "_run_probe", no_probe)
+    monkeypatch.setattr(probe, "run_probe", no_probe)
     for name in names:
         reader = open_video(REAL_VIDEOS / name)
         assert len(reader) == stream_facts(name)[0]
@@ -246,13 +247,13 @@ def test_changed_file_is_probed_again(tmp_path, monkeypatch):
     copy.write_bytes((REAL_VIDEOS / "g1.avi").read_bytes())
     assert len(open_video(copy)) == 16
     probes = []
-    run_probe = video_io._run_probe
+    run_probe = probe.run_probe
 
     def counting_probe(path, index):
         probes.append(path)
         return run_probe(path, index)
 
-    monkeypatch.setattr(video_io, "_run_probe", counting_probe)
+    monkeypatch.setattr(probe, "run_probe", counting_probe)
     open_video(copy)
     assert probes == []
     stat = copy.stat()
@@ -264,7 +265,7 @@ def test_disk_cache_is_compacted_when_mostly_stale(tmp_path, monkeypatch):
     monkeypatch.setenv("VIDEOCLS_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(probe_cache, "_probes", {})
     path = str((REAL_VIDEOS / "g1.avi").resolve())
-    key = video_io._file_key(path)
+    key = probe_cache.file_key(path)
     stale = probe_cache.Probe(num_frames=1, fps=1.0, duration=1.0, height=1, width=1, decord_failure=None,
                             pyav_seekable=True)
     cache = tmp_path / "decord_probe.jsonl"

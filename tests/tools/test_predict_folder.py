@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from videocls.data.video_io import VideoDecodeError, open_video
+from videocls.data.io.access import VideoDecodeError
+from videocls.data.io.reader import open_video
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_VIDEOS = REPO.parent / "shared" / "real-videos"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from videocls.data.io.reader import open_video
 from videocls.data.prepare import X264_PRESETS, EncodeSettings, output_size
-from videocls.data.video_io import open_video
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = {  # relative source path -> (source file, source fps, output size at --short-side 64)

@@ -1,7 +1,8 @@
 """Decoding, clip sampling, transforms and datasets."""
 
 from videocls.data.annotations import AnnotationError, VideoRecord, read_classes, read_video_list
-from videocls.data.video_io import VideoDecodeError, VideoReader, open_video
+from videocls.data.io.access import VideoDecodeError
+from videocls.data.io.reader import VideoReader, open_video
 
 __all__ = [
     "AnnotationError",

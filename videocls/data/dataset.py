@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from videocls.data import probe_cache
 from videocls.data.annotations import VideoRecord, multi_hot
+from videocls.data.io import probe_cache
+from videocls.data.io.reader import open_video
 from videocls.data.sampling import ClipSampler, pack_pathways
-from videocls.data.video_io import open_video
 
 log = logging.getLogger(__name__)
 

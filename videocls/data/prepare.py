@@ -38,8 +38,8 @@ from av.video.reformatter import Interpolation
 from tqdm import tqdm
 
 from videocls.data.dataset import BAD_VIDEO_ERRORS
+from videocls.data.io.reader import open_video
 from videocls.data.validate import check_video, keeps, worker_context
-from videocls.data.video_io import open_video
 
 __all__ = [
     "VIDEO_EXTENSIONS",

@@ -62,10 +62,10 @@ import av
 import torch
 from tqdm import tqdm
 
-from videocls.data import probe_cache
 from videocls.data.annotations import VideoRecord, filter_annotations, read_annotations
 from videocls.data.dataset import BAD_VIDEO_ERRORS
-from videocls.data.video_io import fallback_counts, open_video
+from videocls.data.io import probe_cache
+from videocls.data.io.reader import fallback_counts, open_video
 
 __all__ = [
     "STATUSES",

@@ -26,10 +26,11 @@ from torch.utils.data import DataLoader, Dataset
 from videocls.data.annotations import VideoRecord
 from videocls.data.datamodule import model_input
 from videocls.data.dataset import VideoClipDataset
+from videocls.data.io.access import VideoDecodeError
+from videocls.data.io.reader import open_video
 from videocls.data.loader import build_loader
 from videocls.data.sampling import ClipSampler
 from videocls.data.transforms import ClipTransform
-from videocls.data.video_io import VideoDecodeError, open_video
 from videocls.models import create_model, get_model_config
 from videocls.models.complexity import example_input
 

@@ -21,10 +21,10 @@ from torch import nn
 
 from videocls.data.annotations import read_classes
 from videocls.data.datamodule import model_input
+from videocls.data.io.reader import open_video
 from videocls.data.prepare import find_videos
 from videocls.data.sampling import ClipSampler, pack_pathways
 from videocls.data.transforms import ClipTransform
-from videocls.data.video_io import open_video
 from videocls.engine.calibrate import apply_temperature, load_calibration
 from videocls.engine.run_loading import NotARunCheckpoint, load_run, num_outputs
 from videocls.engine.thresholds import decide, load_thresholds

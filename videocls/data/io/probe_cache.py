@@ -1,11 +1,11 @@
-"""The cache of :mod:`videocls.data.video_io`'s probe verdicts, in process and on disk.
+"""The cache of :mod:`~videocls.data.io.probe`'s verdicts, in process and on disk, and its key.
 
 ``$VIDEOCLS_CACHE_DIR/decord_probe.jsonl`` (default ``~/.cache/videocls``; an empty value
 turns the disk cache off) is an append-only file of JSON lines, one verdict each, that
 concurrent processes share under ``flock``; past twice as many lines as files it is
 rewritten with the newest record of each file. A record is valid for the file key it
-stores (path, size, mtime, inode, ctime and a hash of the first and last 64 KiB, made by
-``video_io``).
+stores (:func:`file_key`: path, size, mtime, inode, ctime and a hash of the first and last
+64 KiB, so a file rewritten in place with its old size and mtime is probed again).
 
 The file is untrusted shared state: a line that is not a record of this version with
 fields of the right types is ignored, and the file is rewritten without it at the next
@@ -19,6 +19,7 @@ re-created every epoch), reads the cache once for all of them and gives that war
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -27,7 +28,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from stat import S_ISREG
 
-__all__ = ["Probe", "lookup", "preload", "store"]
+from videocls.data.io.access import VideoDecodeError
+
+__all__ = ["Probe", "file_key", "lookup", "preload", "store"]
 
 VERSION = 3
 log = logging.getLogger(__name__)
@@ -48,6 +51,34 @@ class Probe:
     width: int
     decord_failure: str | None
     pyav_seekable: bool
+
+
+_FINGERPRINT_BLOCK = 64 * 1024
+
+
+def _fingerprint(path: str, size: int) -> str:
+    """A hash of the first and last 64 KiB: a file rewritten in place with its old size and
+    mtime restored (``os.utime``) still gets a new key."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        digest.update(f.read(_FINGERPRINT_BLOCK))
+        if size > _FINGERPRINT_BLOCK:
+            f.seek(max(_FINGERPRINT_BLOCK, size - _FINGERPRINT_BLOCK))
+            digest.update(f.read(_FINGERPRINT_BLOCK))
+    return digest.hexdigest()
+
+
+def file_key(path: str) -> tuple[str, int, int, int, int, str]:
+    """``(abspath, size, mtime_ns, inode, ctime_ns, fingerprint)``: what a cached verdict
+    is valid for. Any write through the file system changes the ctime (``os.utime``
+    included), and the fingerprint catches content changes where ctime is not kept."""
+    try:
+        stat = os.stat(path)
+        # Only regular files are read for the fingerprint: opening a FIFO would block here.
+        fingerprint = _fingerprint(path, stat.st_size) if S_ISREG(stat.st_mode) else ""
+    except OSError as error:
+        raise VideoDecodeError(path, f"cannot read ({error.strerror or error})") from error
+    return os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns, fingerprint
 
 
 # Newest known probe per file: path -> (rest of the file key, probe).
@@ -222,7 +253,7 @@ def _compact_disk_cache(file: Path) -> None:
 
 
 def lookup(key: tuple) -> Probe | None:
-    """The verdict cached for ``key`` (``video_io``'s file key), else None."""
+    """The verdict cached for ``key`` (a :func:`file_key`), else None."""
     path, rest = key[0], key[1:]
     file = _cache_file()
     with _lock:

@@ -1,7 +1,8 @@
 """What every frame reader shares: the decode error that names the file, and the index check.
 
-The bottom of the data readers: :mod:`videocls.data.video_io` (video files) and
-:mod:`videocls.data.frame_folder` (folders of images) both import it, and it imports neither.
+The bottom of :mod:`videocls.data.io`: every reader (:mod:`~videocls.data.io.reader` for video
+files, :mod:`~videocls.data.io.frame_folder` for folders of images) imports it, and it imports
+none of them.
 """
 
 from __future__ import annotations

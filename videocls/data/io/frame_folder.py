@@ -1,7 +1,7 @@
 """Videos stored as a folder of image frames, read through the same interface as a video file.
 
 Datasets are often shipped or cached as extracted frames (``img_00001.jpg`` ...). A
-:class:`FrameFolderReader` serves them exactly like :class:`~videocls.data.video_io.VideoReader`
+:class:`FrameFolderReader` serves them exactly like :class:`~videocls.data.io.reader.VideoReader`
 serves a file, so sampling, transforms and the dataset need not know the difference.
 
 Frame ``i`` is the ``i``-th image of the folder in natural order: names are compared by the
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from videocls.data.frame_access import VideoDecodeError, check_frame_indices
+from videocls.data.io.access import VideoDecodeError, check_frame_indices
 
 __all__ = ["IMAGE_EXTENSIONS", "FrameFolderReader", "list_frames"]
 
@@ -54,7 +54,7 @@ def list_frames(folder: str | os.PathLike, pattern: str = "*") -> list[str]:
 
 
 class FrameFolderReader:
-    """Random access to a folder of frames with :class:`~videocls.data.video_io.VideoReader`'s
+    """Random access to a folder of frames with :class:`~videocls.data.io.reader.VideoReader`'s
     interface: ``len``, ``fps``, ``duration``, ``get_frames``, ``get_timestamps``, ``close``.
 
     Frames are decoded with Pillow on demand and nothing stays open between calls, so the
