@@ -20,15 +20,10 @@ configs/train.yaml, as for tools/test.py. The last line printed is `calibration:
 
 import argparse
 import sys
-from pathlib import Path
-
-from hydra import compose, initialize_config_dir
 
 from videocls.engine.calibrate import format_calibration
-from videocls.engine.run_loading import NotARunCheckpoint, load_pretrained, load_run, run_checkpoint
+from videocls.engine.run_loading import load_run_or_weights
 from videocls.engine.tester import calibrate_checkpoint
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,13 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        checkpoint = run_checkpoint(args.target)
-        try:
-            run = load_run(checkpoint, args.overrides)
-        except NotARunCheckpoint:
-            with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-                cfg = compose("train", overrides=args.overrides)
-            run = load_pretrained(cfg, checkpoint)
+        run = load_run_or_weights(args.target, args.overrides)
     except (ValueError, KeyError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -15,7 +15,8 @@ from helpers import compose_config, tiny_overrides
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from videocls.engine.run_loading import NotARunCheckpoint, load_pretrained, load_run
+from videocls.engine.features import load_model
+from videocls.engine.run_loading import NotARunCheckpoint, load_pretrained, load_run, load_run_or_weights
 from videocls.engine.tester import evaluate_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -244,14 +245,40 @@ def _tool_test(out_dir: Path, *overrides: str) -> subprocess.Popen:
 
 
 def test_tools_test_reproduces_the_run_without_experiment(tiny_run, tmp_path):
-    proc = _tool_test(tmp_path / "out", f"test.checkpoint={tiny_run / 'checkpoints' / 'last.pt'}")
-    output, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, output[-5000:]
-    got = json.loads((tmp_path / "out" / "results.json").read_text())
+    """Both ways of naming the run (test.checkpoint=, and the other tools' leading path, here a
+    sweep's run directory whose =/, Hydra cannot take unquoted) test what was trained."""
+    sweep_dir = tmp_path / "0_model=i3d_r50,seed=0"
+    shutil.copytree(tiny_run, sweep_dir)
+    # Both at once: most of each run is imports.
+    procs = {"key": _tool_test(tmp_path / "key", f"test.checkpoint={tiny_run / 'checkpoints' / 'last.pt'}"),
+             "path": _tool_test(tmp_path / "path", str(sweep_dir), "experiment=demo")}
     expected = json.loads((tiny_run / "results.json").read_text())
-    assert (got["clip"], got["video"]) == (expected["clip"], expected["video"])
-    assert got["weights"] == "model"
-    assert (tmp_path / "out" / "predictions.csv").read_bytes() == (tiny_run / "predictions.csv").read_bytes()
+    for name, proc in procs.items():
+        output, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, output[-5000:]
+        got = json.loads((tmp_path / name / "results.json").read_text())
+        assert (got["clip"], got["video"]) == (expected["clip"], expected["video"]), name
+        assert got["weights"] == "model"
+        predictions = (tmp_path / name / "predictions.csv").read_bytes()
+        assert predictions == (tiny_run / "predictions.csv").read_bytes(), name
+
+
+def test_a_leading_path_becomes_a_quoted_checkpoint_override(tmp_path):
+    tool = load_tool("test")
+    odd = tmp_path / "0_model=c2d_r50,seed=0"
+    odd.mkdir()
+    assert tool.checkpoint_argument(["test.py", str(odd), "test.num_clips=5"]) == [
+        "test.py", f"test.checkpoint='{odd}'", "test.num_clips=5"]
+    quoted = tmp_path / "it's"
+    quoted.mkdir()
+    assert tool.checkpoint_argument(["test.py", str(quoted)])[1] == f'test.checkpoint="{quoted}"'
+    for argv in (["test.py", "-m", "x=1"], ["test.py", "model=c2d_r50"],
+                 ["test.py", str(tmp_path / "missing")], ["test.py"]):
+        assert tool.checkpoint_argument(argv) == argv
+    both = tmp_path / "it's \"both\""
+    both.mkdir()
+    with pytest.raises(SystemExit, match="both kinds of quote"):
+        tool.checkpoint_argument(["test.py", str(both)])
 
 
 def test_tools_test_refuses_a_class_count_and_a_crafted_checkpoint(stored, tiny_run, tmp_path):
@@ -292,3 +319,33 @@ def test_a_checkpoint_from_before_the_model_owned_its_alpha_still_loads(stored, 
     bad = forge(stored, tmp_path / "bad.pt", lambda tree: tree["data"].update(pathway_ratio=4))
     with pytest.raises(ValueError, match="data.pathway_ratio is not a data setting"):
         load_run(bad)
+
+
+def test_one_loader_for_runs_and_foreign_weights(stored, tiny_run, tiny_synthetic, tmp_path):
+    """load_run_or_weights: a run is load_run with the overrides on its stored config; a weights
+    file is load_pretrained under configs/train.yaml composed with the same overrides, with the
+    evaluation rule (strict_head) or the features rule (a new head for data.num_classes)."""
+    state, _ = stored
+    run = load_run_or_weights(tiny_run, ["test.num_clips=5"])
+    assert (run.weights, run.config.test.num_clips) == ("model", 5)
+    assert run.checkpoint == tiny_run / "checkpoints" / "last.pt"
+    weights = tmp_path / "weights.pt"
+    torch.save(state["model"], weights)
+    overrides = [o for o in tiny_overrides(tiny_synthetic, tmp_path) if not o.startswith("hydra.")]
+    foreign = load_run_or_weights(weights, overrides)
+    assert foreign.weights == "file" and foreign.config.test.num_clips == 2  # tiny_overrides' value
+    for key, value in foreign.model.state_dict().items():
+        assert torch.equal(value, state["model"][key]), key
+    with pytest.raises(ValueError, match=r"10 classes.*20|20.*10 classes"):  # never a random 20-way head
+        load_run_or_weights(weights, [*overrides, "data.num_classes=20"])
+    # Features take any head: a new 20-way classifier, every other tensor the file's.
+    for loaded in (load_run_or_weights(weights, [*overrides, "data.num_classes=20"], strict_head=False),
+                   load_model(weights, [*overrides, "data.num_classes=20"])):
+        tensors = loaded.model.state_dict()
+        head = f"{loaded.model.classifier_prefix}.weight"
+        assert tensors[head].shape[0] == 20 and loaded.data.num_classes == 20
+        assert all(torch.equal(v, state["model"][k]) for k, v in tensors.items() if k not in (
+            head, f"{loaded.model.classifier_prefix}.bias"))
+    # The any-head path checks the model keys as every load does (it used to call the builder itself).
+    with pytest.raises(ValueError, match=re.escape("model.bogus is not an argument of i3d_r50")):
+        load_model(weights, [*overrides, "+model.bogus=3"])

@@ -23,8 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
@@ -32,21 +30,10 @@ from videocls.data.datamodule import model_input
 from videocls.data.loader import collate_clips
 from videocls.engine.calibrate import _sha256
 from videocls.engine.distributed import DistEnv, barrier, broadcast_object, init_distributed, shutdown
-from videocls.engine.evaluator import autocast, to_device
-from videocls.engine.run_loading import (
-    CREATE_MODEL_KEYS,
-    LoadedRun,
-    NotARunCheckpoint,
-    data_from_config,
-    load_pretrained,
-    load_run,
-    run_checkpoint,
-)
-from videocls.models import create_model
+from videocls.engine.run_loading import LoadedRun, load_run_or_weights
+from videocls.engine.runtime import autocast, to_device
 
 log = logging.getLogger(__name__)
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @dataclass
@@ -67,28 +54,14 @@ class Features:
 def load_model(
     target: str | Path, overrides: list[str], *, any_head: bool = True, device: str = "cpu"
 ) -> LoadedRun:
-    """The run of a videocls checkpoint or run directory (``run_loading.load_run``: EMA weights,
-    checked config, ``overrides`` on the stored keys), or foreign weights described by the Hydra
-    ``overrides`` of ``configs/train.yaml`` (e.g. DeepMind I3D: ``model=i3d_inception_v1``).
+    """``run_loading.load_run_or_weights`` with the classifier rule of features: ``any_head``
+    (features never use the classifier) loads foreign weights with a new classifier for
+    ``data.num_classes`` whatever theirs was; ``False`` keeps the evaluation rule.
 
-    ``any_head``: features never use the classifier, so foreign weights load with a classifier
-    for ``data.num_classes`` whatever theirs was (fine-tuning's rule); ``False`` keeps the
-    evaluation rule of ``load_pretrained`` (the file's classifier must fit the data).
+    Kept for callers of the old name (``engine/tester.py``); new code calls
+    ``load_run_or_weights`` itself.
     """
-    checkpoint = run_checkpoint(target)
-    try:
-        return load_run(checkpoint, list(overrides), device=device)
-    except NotARunCheckpoint:
-        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-            cfg = compose("train", overrides=list(overrides))
-    if not any_head:
-        return load_pretrained(cfg, checkpoint, device=device)
-    tree = OmegaConf.to_container(cfg, resolve=True)
-    source = f"the config for {checkpoint}"
-    data = data_from_config(tree["data"], source=source)
-    kwargs = {k: v for k, v in tree["model"].items() if k not in CREATE_MODEL_KEYS and not k.startswith("_")}
-    model = create_model(tree["model"]["name"], pretrained=checkpoint, num_classes=data.num_classes, **kwargs)
-    return LoadedRun(OmegaConf.create(tree), model.eval().to(device), data, checkpoint, "file")
+    return load_run_or_weights(target, overrides, strict_head=not any_head, device=device)
 
 
 def pooled_classifier_input(model: nn.Module):
@@ -179,7 +152,7 @@ def extract_features(
         raise ValueError(f"--out {out}: the features file must end in .npz")
     if split not in ("train", "val"):
         raise ValueError(f"split must be train or val, got {split!r}")
-    run = load_model(target, list(overrides))
+    run = load_run_or_weights(target, overrides, strict_head=False)
     cfg, model, checkpoint, data = run.config, run.model, run.checkpoint, run.data
     env = init_distributed(cfg.trainer.device)
     try:

@@ -1,9 +1,12 @@
 """Rebuild a training run from its checkpoint without executing anything the file names.
 
 A videocls training checkpoint (``<run>/checkpoints/last.pt`` or ``best.pt``) holds its
-weights and the resolved config its run trained with, as YAML text. ``tools/test.py``,
-``tools/predict.py`` and ``tools/calibrate.py`` all rebuild a run through :func:`load_run`,
-and that config is treated as untrusted data:
+weights and the resolved config its run trained with, as YAML text. Every tool that takes a
+checkpoint rebuilds it here: ``tools/test.py``, ``tools/calibrate.py``,
+``tools/tune_thresholds.py`` and ``tools/extract_features.py`` through
+:func:`load_run_or_weights` (a run with ``KEY=VALUE`` overrides on its stored config, else
+foreign weights described by the overrides of ``configs/train.yaml``), ``tools/predict.py``
+through :func:`load_run`. The stored config is treated as untrusted data:
 
 * the YAML is parsed by a safe loader (no tags, no aliases) into plain values; interpolations
   (``${...}``, which would call resolvers) and Hydra's call keys are refused: a ``_target_``
@@ -44,6 +47,8 @@ from videocls.models import create_model, list_models
 from videocls.models.registry import builder_kwargs
 
 log = logging.getLogger(__name__)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 #: Where the trainer's config carries a ``_target_`` and the names it may hold there (a name
 #: ending in "." stands for the functions of that module). Nothing looks these names up: they
@@ -135,19 +140,58 @@ def load_run(target: str | Path, overrides: Iterable[str] = (), *,
     return LoadedRun(_plain_config(tree), model.eval().to(device), data, checkpoint, kind)
 
 
-def load_pretrained(cfg: DictConfig, checkpoint: str | Path, *,
+def load_pretrained(cfg: DictConfig, checkpoint: str | Path, *, strict_head: bool = True,
                     device: str | torch.device = "cpu") -> LoadedRun:
     """A checkpoint that is not a training run (PySlowFast ``.pyth``, DeepMind I3D, a converted
     file...) under a config composed from ``configs/``: the model ``cfg.model`` describes with
-    the file's weights (its classifier must have ``data.num_classes`` outputs), and the data
-    settings of ``cfg.data``. Built by the same checked path as :func:`load_run`."""
+    the file's weights, and the data settings of ``cfg.data``. Built by the same checked path
+    as :func:`load_run`.
+
+    ``strict_head=True`` (evaluation): the file's classifier must have ``data.num_classes``
+    outputs. ``False`` (features, which never use the classifier): the model gets a new
+    classifier for ``data.num_classes`` whatever the file's was (fine-tuning's rule).
+    """
     checkpoint = Path(checkpoint)
+    source = f"the config for {checkpoint}"
     tree = OmegaConf.to_container(cfg, resolve=True)
-    check_tree(tree, source=f"the config for {checkpoint}")
-    data = data_from_config(tree["data"], source=f"the config for {checkpoint}")
-    model = model_from_config(tree["model"], source=f"the config for {checkpoint}", pretrained=checkpoint)
+    check_tree(tree, source=source)
+    data = data_from_config(tree["data"], source=source)
+    model = model_from_config(tree["model"], source=source, pretrained=checkpoint, strict_head=strict_head,
+                              num_classes=None if strict_head else data.num_classes)
     check_class_counts(data.num_classes, num_outputs(model), source=checkpoint)
     return LoadedRun(_plain_config(tree), model.eval().to(device), data, checkpoint, "file")
+
+
+def load_run_or_weights(target: str | Path, overrides: Iterable[str] = (), *,
+                        config: DictConfig | None = None, strict_head: bool = True,
+                        device: str | torch.device = "cpu") -> LoadedRun:
+    """The one way a tool rebuilds what it was pointed at: :func:`load_run` for a videocls
+    training checkpoint or run directory (``overrides`` are ``KEY=VALUE`` on its stored config),
+    else :func:`load_pretrained` for foreign weights, described by ``config`` or, without one, by
+    ``configs/train.yaml`` composed with the same ``overrides`` (``model=i3d_inception_v1
+    data.root=...``). ``strict_head`` is :func:`load_pretrained`'s; a run's own classifier always
+    fits it.
+
+    ``config`` is for a Hydra app (``tools/test.py``), which has composed it already and in
+    which Hydra cannot be initialised a second time.
+    """
+    checkpoint = run_checkpoint(target)
+    overrides = list(overrides)
+    try:
+        return load_run(checkpoint, overrides, device=device)
+    except NotARunCheckpoint:
+        pass
+    if config is None:
+        config = compose_train_config(overrides)
+    return load_pretrained(config, checkpoint, strict_head=strict_head, device=device)
+
+
+def compose_train_config(overrides: Iterable[str]) -> DictConfig:
+    """``configs/train.yaml`` composed with Hydra ``overrides``, as ``tools/train.py`` would."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
 
 
 def _plain_config(tree: dict) -> DictConfig:
@@ -278,10 +322,10 @@ def apply_overrides(tree: dict, overrides: Iterable[str], *, source: str | Path)
 
 # ------------------------------------------------------------------------------ model and data
 def model_from_config(model_cfg: dict, *, source: str | Path, pretrained: str | Path | None = None,
-                      num_classes: int | None = None) -> nn.Module:
+                      num_classes: int | None = None, strict_head: bool = True) -> nn.Module:
     """``create_model(name, **kwargs)`` from a model section of plain values, every key checked
-    against the builder's keywords. With ``pretrained`` the file's classifier must have the
-    model's class count (``strict_head=True``): evaluation never runs a random head."""
+    against the builder's keywords. With ``pretrained`` and ``strict_head`` the file's classifier
+    must have the model's class count: evaluation never runs a random head."""
     check_tree({"model": model_cfg}, source=source)
     name = model_cfg.get("name")
     if not isinstance(name, str) or name not in list_models():
@@ -301,7 +345,8 @@ def model_from_config(model_cfg: dict, *, source: str | Path, pretrained: str | 
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
                                     or num_classes < 1):
         raise ValueError(f"{source}: model.num_classes must be a positive integer, got {num_classes!r}")
-    return create_model(name, pretrained=pretrained, num_classes=num_classes, strict_head=True, **kwargs)
+    return create_model(name, pretrained=pretrained, num_classes=num_classes, strict_head=strict_head,
+                        **kwargs)
 
 
 #: Data keys that older checkpoints store and that are now asked of the model (dropped on load):
