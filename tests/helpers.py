@@ -5,8 +5,14 @@ from pathlib import Path
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
+#: The override that shrinks a family's demo size (configs/model_size/demo/) further, to seconds.
+TINY_WIDTH = {"timesformer": "model.embed_dim=16", "i3d_inception": "model.width_mult=0.0625", "": "model.width=4"}
+
+
 def tiny_overrides(data_root: Path, run_dir: Path, *extra: str) -> list[str]:
-    """Hydra overrides that shrink the demo experiment to seconds on CPU."""
+    """Hydra overrides that shrink the demo experiment to seconds on CPU (any model=... in extra)."""
+    model = next((o.split("=", 1)[1] for o in extra if o.startswith("model=")), "i3d_r50")
+    width = next(value for prefix, value in TINY_WIDTH.items() if model.startswith(prefix))
     return [
         "experiment=demo",
         f"data.root={data_root}",
@@ -20,7 +26,7 @@ def tiny_overrides(data_root: Path, run_dir: Path, *extra: str) -> list[str]:
         "data.test_crop=32",
         "data.batch_size=4",
         "data.num_workers=0",
-        "model.width=4",
+        width,
         "trainer.max_epochs=1",
         "test.num_clips=2",
         "test.batch_size=8",
@@ -30,13 +36,11 @@ def tiny_overrides(data_root: Path, run_dir: Path, *extra: str) -> list[str]:
     ]
 
 
-#: A model without BatchNorm (a one-block, 16-wide TimeSformer): with it, DDP and gradient
-#: accumulation must match a bigger batch exactly. The demo's ResNet-only options are dropped.
+#: A model without BatchNorm (a one-block, 16-wide TimeSformer in 16-px patches): with it, DDP and
+#: gradient accumulation must match a bigger batch exactly (so no dropout either).
 NO_BN_MODEL = [
-    "model=timesformer_base", "+model.img_size=32", "+model.patch_size=16", "+model.num_frames=4",
-    "+model.embed_dim=16", "+model.depth=1", "+model.num_heads=2", "+model.drop_path_rate=0.0",
-    "~model.width", "~model.stage_blocks", "~model.dropout", "~model.zero_init_residual", "~model.stem_pool",
-    "optim=adamw", "optim.base_lr=1e-3",
+    "model=timesformer_base", "model.patch_size=16", "model.depth=1", "model.num_heads=2",
+    "model.head_drop_rate=0.0", "optim=adamw", "optim.base_lr=1e-3",
 ]
 
 
