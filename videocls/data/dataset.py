@@ -2,7 +2,11 @@
 
 Training draws one random clip per item. Evaluation enumerates every view of every video
 (``num_clips`` temporal x ``num_crops`` spatial), so a ``DistributedSampler``-free shard
-of indices covers each view exactly once.
+of indices covers each view exactly once. A batch of test views is fetched with
+``__getitems__``, which decodes each video once for all its views in the batch (the union
+of their frames in one pass), resizes each clip once and cuts every crop from it; the
+evaluation loader (:func:`~videocls.data.loader.build_loader`) keeps a video's views in one
+batch. A single view (``dataset[i]``) goes through the same code and is the same tensor.
 
 Randomness comes from a generator seeded by ``(seed, epoch, index, attempt)``: the same item
 of the same epoch gives the same clip whatever the worker count, which makes runs
@@ -27,6 +31,7 @@ from videocls.data.annotations import VideoRecord, multi_hot
 from videocls.data.io import probe_cache
 from videocls.data.io.reader import open_video
 from videocls.data.sampling import ClipSampler, pack_pathways
+from videocls.data.transforms import short_side_resize
 
 log = logging.getLogger(__name__)
 
@@ -111,19 +116,87 @@ class VideoClipDataset(Dataset):
         clip_idx, spatial_idx = divmod(view, self.num_crops)
         return video_idx, clip_idx, spatial_idx
 
-    def _load_clip(self, record: VideoRecord, clip_idx: int, spatial_idx: int, rng: np.random.Generator):
+    def _load_clip(self, record: VideoRecord, rng: np.random.Generator) -> torch.Tensor:
+        """One random training clip."""
         reader = open_video(record.path, backend=self.backend, num_threads=self.num_threads)
         try:
-            indices = self.sampler(len(reader), reader.fps, self.train, clip_idx, self.num_clips, rng)
+            indices = self.sampler(len(reader), reader.fps, True, 0, 1, rng)
             frames = reader.get_frames(indices.tolist())
         finally:
             reader.close()
         if self.frame_filter is not None:
             frames = self.frame_filter(frames, rng)
-        # Spatial crop 1 (centre) when testing with a single crop, as PySlowFast does.
-        crop = spatial_idx if self.num_crops == 3 else 1
-        clip = self.transform(frames, rng=rng, spatial_idx=crop)
+        clip = self.transform(frames, rng=rng, spatial_idx=1)
         return pack_pathways(clip, self.slowfast_alpha) if self.slowfast_alpha else clip
+
+    def _decode_test_clips(
+        self, record: VideoRecord, clips: list[int], skipped: list[tuple[str, str]]
+    ) -> dict[int, torch.Tensor]:
+        """uint8 frames of each test clip in ``clips``, from one opening of the file and one pass
+        over the sorted union of their frames. A clip that cannot be read is left out (and the
+        file reported in ``skipped``): if the one pass fails, the clips are decoded one by one,
+        so that the readable ones still count, as when every view decoded on its own."""
+        try:
+            reader = open_video(record.path, backend=self.backend, num_threads=self.num_threads)
+        except BAD_VIDEO_ERRORS as error:
+            self._skip(record, error, skipped)
+            return {}
+        try:
+            try:
+                indices = {c: self.sampler(len(reader), reader.fps, False, c, self.num_clips) for c in clips}
+            except BAD_VIDEO_ERRORS as error:  # e.g. no frames to sample from
+                self._skip(record, error, skipped)
+                return {}
+            try:
+                return _decode_union(reader, indices)
+            except BAD_VIDEO_ERRORS as error:
+                if len(clips) == 1:
+                    self._skip(record, error, skipped)
+                    return {}
+            frames = {}
+            for c in clips:
+                try:
+                    frames.update(_decode_union(reader, {c: indices[c]}))
+                except BAD_VIDEO_ERRORS as error:
+                    self._skip(record, error, skipped)
+            return frames
+        finally:
+            reader.close()
+
+    def _resize_once(self, frames: torch.Tensor) -> torch.Tensor:
+        """The test transform's short-side resize, done once per clip for all its crops (the
+        transform then finds the short side at its size, skips the resize and only crops: the
+        same tensor as resizing per view). A frame filter sees the decoded frames, per view."""
+        side = getattr(self.transform, "min_short_side", None)
+        if self.frame_filter is not None or side is None or getattr(self.transform, "train", True):
+            return frames
+        return short_side_resize(frames.permute(0, 3, 1, 2), side).permute(0, 2, 3, 1)
+
+    def _test_views(self, video_idx: int, indices: list[int]) -> dict[int, dict]:
+        """The test views ``indices`` (all of video ``video_idx``), decoded together."""
+        record = self.records[video_idx]
+        views = {index: self.view_of(index)[1:] for index in indices}
+        skipped: list[tuple[str, str]] = []  # reported with the first view (once per video and batch)
+        frames = self._decode_test_clips(record, sorted({c for c, _ in views.values()}), skipped)
+        resized: dict[int, torch.Tensor] = {}
+        items = {}
+        for index, (clip_idx, spatial_idx) in views.items():
+            if clip_idx not in frames:
+                items[index] = self._invalid_item(record, video_idx, clip_idx, spatial_idx, skipped)
+            else:
+                if clip_idx not in resized:
+                    resized[clip_idx] = self._resize_once(frames[clip_idx])
+                # Spatial crop 1 (centre) when testing with a single crop, as PySlowFast does.
+                crop = spatial_idx if self.num_crops == 3 else 1
+                rng = np.random.default_rng([self.seed, self.epoch, index, 0])
+                view = resized[clip_idx]
+                if self.frame_filter is not None:
+                    view = self.frame_filter(view, rng)
+                clip = self.transform(view, rng=rng, spatial_idx=crop)
+                clip = pack_pathways(clip, self.slowfast_alpha) if self.slowfast_alpha else clip
+                items[index] = self._item(clip, record, video_idx, clip_idx, spatial_idx, True, skipped)
+            skipped = []
+        return items
 
     def _skip(self, record: VideoRecord, error: Exception, skipped: list[tuple[str, str]]) -> None:
         reason = f"{type(error).__name__}: {error}"
@@ -138,23 +211,34 @@ class VideoClipDataset(Dataset):
             return multi_hot(record.label, self.num_classes)
         return torch.as_tensor(record.label)
 
+    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+        """The items at ``indices`` (what the DataLoader asks for a batch): test views grouped
+        by video, each video decoded once for all of them."""
+        if self.train:
+            return [self[index] for index in indices]
+        by_video: dict[int, list[int]] = {}
+        for index in dict.fromkeys(indices):
+            by_video.setdefault(self.view_of(index)[0], []).append(index)
+        items = {}
+        for video_idx, views in by_video.items():
+            items.update(self._test_views(video_idx, views))
+        return [items[index] for index in indices]
+
     def __getitem__(self, index: int) -> dict:
-        video_idx, clip_idx, spatial_idx = self.view_of(index)
+        if not self.train:
+            return self.__getitems__([index])[0]
+        video_idx = self.view_of(index)[0]
         skipped: list[tuple[str, str]] = []
         for attempt in range(self.max_retries + 1):
             record = self.records[video_idx]
             rng = np.random.default_rng([self.seed, self.epoch, index, attempt])
             try:
-                clip = self._load_clip(record, clip_idx, spatial_idx, rng)
+                clip = self._load_clip(record, rng)
             except BAD_VIDEO_ERRORS as error:
                 self._skip(record, error, skipped)
-                if not self.train:
-                    # A test view cannot be replaced by another video's: mark it invalid so the
-                    # evaluator drops it and reports the video, instead of miscounting.
-                    return self._invalid_item(record, video_idx, clip_idx, spatial_idx, skipped)
                 video_idx = int(rng.integers(len(self.records)))
                 continue
-            return self._item(clip, record, video_idx, clip_idx, spatial_idx, True, skipped)
+            return self._item(clip, record, video_idx, 0, 0, True, skipped)
         raise RuntimeError(
             f"{self.max_retries + 1} videos in a row could not be read; last: {skipped[-1][0]} "
             f"({skipped[-1][1]}). Check the dataset with tools/validate_dataset.py."
@@ -170,6 +254,8 @@ class VideoClipDataset(Dataset):
         return self._item(clip, record, video_idx, clip_idx, spatial_idx, False, skipped)
 
     def _item(self, clip, record, video_idx, clip_idx, spatial_idx, valid, skipped) -> dict:
+        # A test view that could not be read is kept, marked invalid, so the evaluator drops it
+        # and reports the video instead of miscounting (it cannot be replaced by another video's).
         return {
             "video": clip,
             "label": self._label(record),
@@ -179,3 +265,12 @@ class VideoClipDataset(Dataset):
             "valid": valid,
             "skipped": skipped,
         }
+
+
+def _decode_union(reader, indices: dict[int, np.ndarray]) -> dict[int, torch.Tensor]:
+    """Each clip's frames (``clip -> indices``) from one ``get_frames`` of their sorted union."""
+    union = np.unique(np.concatenate(list(indices.values())))
+    # Cut in numpy: torch's indexing would use its OpenMP pool, which hangs in a loader worker
+    # forked after the parent used it.
+    decoded = reader.get_frames(union.tolist()).numpy()
+    return {c: torch.from_numpy(decoded[np.searchsorted(union, idx)]) for c, idx in indices.items()}

@@ -5,6 +5,9 @@ repeating samples), and training must be able to restart at the batch where a pr
 run stopped. ``ShardedSampler`` does both and shuffles exactly like it (``seed + epoch``).
 With per-item ``weights`` (``data.class_balanced``) it draws with replacement instead, under
 the same guarantees: one global order per ``seed + epoch``, disjoint rank shards, resumable.
+
+Evaluation batches keep each video's views together (``VideoBatchSampler``), so the dataset
+decodes every video once for all its views instead of once per view.
 """
 
 from __future__ import annotations
@@ -67,6 +70,42 @@ class ShardedSampler(Sampler[int]):
         return max(per_rank - self.start, 0)
 
 
+class VideoBatchSampler(Sampler[list[int]]):
+    """This rank's evaluation batches, each made of whole videos' views, so that the dataset
+    (``VideoClipDataset.__getitems__``) decodes a video once for all of them.
+
+    Views are numbered video-major, then clip, then crop (``VideoClipDataset.view_of``). Each
+    video is one run of views, or, past ``max_views`` views, several runs of whole clips (at
+    least one clip's crops each), so the views decoded and scored together stay bounded
+    however many a video has. Runs are dealt to the ranks in turn (disjoint: every view once,
+    on one rank), and a rank packs its consecutive runs into batches of at most ``batch_size``
+    views; a run larger than that is a batch of its own.
+    """
+
+    def __init__(self, num_videos: int, num_clips: int, num_crops: int, *, batch_size: int,
+                 max_views: int | None = None, num_replicas: int = 1, rank: int = 0) -> None:
+        if max_views is not None and (isinstance(max_views, bool) or not isinstance(max_views, int)
+                                      or max_views < 1):
+            raise ValueError(f"test.max_views_per_batch must be an integer >= 1 or null, got {max_views!r}")
+        per_video = num_clips * num_crops
+        clips_per_run = num_clips if max_views is None else min(num_clips, max(1, max_views // num_crops))
+        runs = [range(video * per_video + first * num_crops,
+                      video * per_video + min(first + clips_per_run, num_clips) * num_crops)
+                for video in range(num_videos) for first in range(0, num_clips, clips_per_run)]
+        self.batches: list[list[int]] = []
+        for run in ShardedSampler(len(runs), num_replicas, rank, shuffle=False, pad=False):
+            if self.batches and len(self.batches[-1]) + len(runs[run]) <= batch_size:
+                self.batches[-1].extend(runs[run])
+            else:
+                self.batches.append(list(runs[run]))
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 def class_balanced_weights(labels: Sequence[int | Sequence[int]]) -> list[float]:
     """Per-video weights that make every class equally likely per draw: 1 / (its class's count).
 
@@ -127,23 +166,29 @@ def _is_loader_worker(pid: int) -> bool:
 
 def build_loader(dataset: Dataset, batch_size: int, num_workers: int, train: bool, seed: int = 0,
                  num_replicas: int = 1, rank: int = 0, pin_memory: bool = False,
-                 class_balanced: bool = False) -> DataLoader:
+                 class_balanced: bool = False, max_views_per_batch: int | None = None) -> DataLoader:
     """``class_balanced`` (training; ``dataset`` has ``records``, one item each) draws every class
-    equally often per epoch, with replacement (:func:`class_balanced_weights`)."""
-    weights = class_balanced_weights([r.label for r in dataset.records]) if class_balanced else None
-    sampler = ShardedSampler(len(dataset), num_replicas, rank, shuffle=train, seed=seed, pad=train,
-                             weights=weights)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
+    equally often per epoch, with replacement (:func:`class_balanced_weights`).
+
+    Evaluation (``train=False``; a ``VideoClipDataset`` of test views) batches whole videos
+    (:class:`VideoBatchSampler`): ``batch_size`` views, or one video's (or run's) views when it
+    has more, and never more than ``max_views_per_batch`` views of one video together."""
+    common = dict(
         num_workers=num_workers,
         collate_fn=collate_clips,
         pin_memory=pin_memory,
-        drop_last=train,
         worker_init_fn=_worker_init,
         persistent_workers=False,  # re-created each epoch, so workers see dataset.set_epoch()
         # Each new iterator draws a base seed; from its own generator it leaves the global RNG
         # (dropout, mixup) untouched, so a run resumed mid-epoch replays the same draws.
         generator=torch.Generator().manual_seed(seed),
     )
+    if not train:
+        batches = VideoBatchSampler(len(dataset.records), dataset.num_clips, dataset.num_crops,
+                                    batch_size=batch_size, max_views=max_views_per_batch,
+                                    num_replicas=num_replicas, rank=rank)
+        return DataLoader(dataset, batch_sampler=batches, **common)
+    weights = class_balanced_weights([r.label for r in dataset.records]) if class_balanced else None
+    sampler = ShardedSampler(len(dataset), num_replicas, rank, shuffle=True, seed=seed, pad=True,
+                             weights=weights)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, **common)
