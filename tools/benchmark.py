@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from videocls.engine.benchmark import benchmark_data, benchmark_model, benchmark_pipeline, readable_videos
+from videocls.engine.runtime import Runtime
 
 DEFAULT_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "real-videos"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -74,9 +75,11 @@ def main() -> None:
         return
 
     if args.what == "model":
+        runtime = Runtime(torch.device(args.device), precision=args.precision,
+                          channels_last=args.channels_last)
         for name in args.model:
-            results = benchmark_model(name, args.batch_size, args.device, args.steps, args.warmup,
-                                      args.precision, args.channels_last, reference=not args.no_reference)
+            results = benchmark_model(name, batch_size=args.batch_size, runtime=runtime, steps=args.steps,
+                                      warmup=args.warmup, reference=not args.no_reference)
             print(f"# {name}: batch {args.batch_size}, precision {args.precision}, device {args.device}"
                   f"{', channels_last_3d' if args.channels_last else ''}")
             _print(results, "model")
@@ -84,8 +87,8 @@ def main() -> None:
     paths, left_out = readable_videos(args.videos, args.decord_only)
     for line in left_out:
         print(f"left out {line}")
-    results = benchmark_data(paths, args.frames, args.rate, args.crop, args.workers, args.clips,
-                             reference=not args.no_reference)
+    results = benchmark_data(paths, num_frames=args.frames, sampling_rate=args.rate, crop_size=args.crop,
+                             num_workers=args.workers, num_clips=args.clips, reference=not args.no_reference)
     print(f"# {len(paths)} files from {args.videos}, {args.frames}x{args.rate} sampling, {args.crop} crops, "
           f"{args.workers} worker(s), {args.clips} clips each")
     _print(results, "pipeline")

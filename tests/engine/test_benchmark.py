@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from videocls.engine.benchmark import _clips_per_s, benchmark_data, readable_videos, time_training_steps
+from videocls.engine.runtime import Runtime
 
 REAL_VIDEOS = Path(__file__).resolve().parents[3] / "shared" / "real-videos"
 needs_videos = pytest.mark.skipif(not REAL_VIDEOS.is_dir(), reason=f"{REAL_VIDEOS} is missing")
@@ -19,8 +20,8 @@ def test_training_steps_are_real_sgd_steps():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 2 * 4 * 4, 5))
     before = [p.detach().clone() for p in model.parameters()]
-    result = time_training_steps("linear", model, torch.randn(6, 3, 2, 4, 4), torch.device("cpu"),
-                                 steps=3, warmup=1)
+    result = time_training_steps("linear", model, torch.randn(6, 3, 2, 4, 4),
+                                 runtime=Runtime(torch.device("cpu")), steps=3, warmup=1)
     assert result.name == "linear" and result.clips_per_s > 0 and result.peak_memory_mb is None
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 

@@ -31,6 +31,7 @@ from videocls.data.io.reader import open_video
 from videocls.data.loader import build_loader
 from videocls.data.sampling import ClipSampler
 from videocls.data.transforms import ClipTransform
+from videocls.engine.runtime import Runtime
 from videocls.models import create_model, get_model_config
 from videocls.models.complexity import example_input
 
@@ -50,44 +51,31 @@ class Throughput:
         return f"{self.name:<28} {self.clips_per_s:10.1f} {memory}"
 
 
-def _to(inputs, device: torch.device, channels_last: bool):
-    if isinstance(inputs, (list, tuple)):
-        return [_to(x, device, channels_last) for x in inputs]
-    inputs = inputs.to(device)
-    return inputs.contiguous(memory_format=torch.channels_last_3d) if channels_last else inputs
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def time_training_steps(
-    name: str,
-    model: nn.Module,
-    inputs,
-    device: torch.device,
-    steps: int = 20,
-    warmup: int = 5,
-    precision: str = "32",
-    channels_last: bool = False,
+    name: str, model: nn.Module, inputs, *, runtime: Runtime, steps: int = 20, warmup: int = 5
 ) -> Throughput:
-    """Clips/s of ``steps`` forward + backward + SGD steps after ``warmup`` untimed ones."""
+    """Clips/s of ``steps`` forward + backward + SGD steps after ``warmup`` untimed ones, on
+    ``runtime``'s device, precision and memory format (the same autocast as training)."""
+    device = runtime.device
     model = model.to(device).train()
-    if channels_last:
+    if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
-    inputs = _to(inputs, device, channels_last)
+    inputs = runtime.to_device(inputs)
     batch = (inputs[0] if isinstance(inputs, list) else inputs).shape[0]
     target = torch.zeros(batch, dtype=torch.long, device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    dtype = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}[precision]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for step in range(warmup + steps):
         if step == warmup:
             _sync(device)
             start = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with runtime.autocast():
             # A fresh list each step: pytorchvideo's multi-pathway blocks overwrite their input list.
             loss = F.cross_entropy(model(list(inputs) if isinstance(inputs, list) else inputs), target)
         optimizer.zero_grad(set_to_none=True)
@@ -107,17 +95,9 @@ def pytorchvideo_reference(name: str) -> nn.Module:
 
 
 def benchmark_model(
-    name: str,
-    batch_size: int,
-    device: str | torch.device = "cuda",
-    steps: int = 20,
-    warmup: int = 5,
-    precision: str = "32",
-    channels_last: bool = False,
-    reference: bool = True,
+    name: str, *, batch_size: int, runtime: Runtime, steps: int = 20, warmup: int = 5, reference: bool = True
 ) -> list[Throughput]:
     """Our model (and pytorchvideo's, where one exists) at the recipe's clip size, 224 crops."""
-    device = torch.device(device)
     config = get_model_config(name)
     one = example_input(config, (config.num_frames, config.crop_size, config.crop_size))
     inputs = [x.repeat(batch_size, 1, 1, 1, 1) for x in one] if isinstance(one, list) else one.repeat(
@@ -126,14 +106,14 @@ def benchmark_model(
     results = []
     torch.manual_seed(0)
     results.append(
-        time_training_steps(f"videocls {name}", create_model(name), inputs, device, steps, warmup, precision,
-                            channels_last)
+        time_training_steps(f"videocls {name}", create_model(name), inputs, runtime=runtime, steps=steps,
+                            warmup=warmup)
     )
     if reference and name in PYTORCHVIDEO_REFERENCES:
         torch.manual_seed(0)
         results.append(
-            time_training_steps(f"pytorchvideo {name}", pytorchvideo_reference(name), inputs, device, steps,
-                                warmup, precision, channels_last)
+            time_training_steps(f"pytorchvideo {name}", pytorchvideo_reference(name), inputs, runtime=runtime,
+                                steps=steps, warmup=warmup)
         )
     return results
 
@@ -208,6 +188,7 @@ def _repeat(make_loader: Callable[[int], Iterable], epochs: int):
 
 def benchmark_data(
     paths: Sequence[str],
+    *,
     num_frames: int = 8,
     sampling_rate: int = 8,
     crop_size: int = 224,
@@ -220,7 +201,8 @@ def benchmark_data(
     """Clips/s of the three loaders over ``paths`` (batch 1, ``num_workers`` workers each)."""
     sampler = ClipSampler(num_frames, sampling_rate)
     epochs = -(-(num_clips + warmup_clips) // len(paths)) + 1
-    transform = ClipTransform(crop_size, 256, 320, KINETICS_MEAN, KINETICS_STD, train=True)
+    transform = ClipTransform(crop_size=crop_size, min_short_side=256, max_short_side=320, mean=KINETICS_MEAN,
+                              std=KINETICS_STD, train=True)
     ours = VideoClipDataset([VideoRecord(p, 0) for p in paths], sampler, transform, train=True)
 
     def our_loader(epoch: int):
@@ -333,20 +315,21 @@ def benchmark_pipeline(cfg, *, steps: int = 20, warmup: int = 3, device: str = "
     batches pre-loaded; ``cfg`` is a composed ``configs/train.yaml``, as ``tools/train.py`` sees it."""
     from hydra.utils import instantiate
 
-    from videocls.engine.evaluator import autocast, to_device
-
     torch.manual_seed(0)
-    device = torch.device(device)
+    # The run's precision and memory format, as the trainer would use them, on the device asked for.
+    runtime = Runtime.from_config(cfg.trainer, torch.device(device))
     data = instantiate(cfg.data)
     data.prepare()
-    model = instantiate(cfg.model).to(device).train()
+    model = instantiate(cfg.model).to(runtime.device).train()
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
     dataset = data.dataset("train", train=True, **model_input(model), seed=0)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    precision = str(cfg.trainer.precision)
 
     def step(batch: dict) -> None:
-        with autocast(device, precision):
-            loss = F.cross_entropy(model(to_device(batch["video"], device)), batch["label"].to(device))
+        with runtime.autocast():
+            video, label = runtime.to_device(batch["video"]), batch["label"].to(runtime.device)
+            loss = F.cross_entropy(model(video), label)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

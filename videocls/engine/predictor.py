@@ -27,6 +27,7 @@ from videocls.data.sampling import ClipSampler, pack_pathways
 from videocls.data.transforms import ClipTransform
 from videocls.engine.calibrate import apply_temperature, load_calibration
 from videocls.engine.run_loading import NotARunCheckpoint, load_run, num_outputs
+from videocls.engine.runtime import to_device
 from videocls.engine.thresholds import decide, load_thresholds
 from videocls.models import create_model
 from videocls.models.registry import ModelConfig
@@ -44,7 +45,8 @@ class Preprocessing:
     def from_model_config(cls, cfg: ModelConfig) -> Preprocessing:
         """The registry's defaults: dense clips, short side resized to the crop size."""
         return cls(ClipSampler(cfg.num_frames, cfg.sampling_rate),
-                   ClipTransform(cfg.crop_size, cfg.crop_size, cfg.crop_size, cfg.mean, cfg.std, train=False),
+                   ClipTransform(crop_size=cfg.crop_size, min_short_side=cfg.crop_size,
+                                 max_short_side=cfg.crop_size, mean=cfg.mean, std=cfg.std, train=False),
                    "model registry defaults")
 
     def override(self, num_frames: int | None = None, sampling_rate: int | None = None,
@@ -114,13 +116,14 @@ class VideoPredictor:
         sampler, transform = self.preprocessing.sampler, self.preprocessing.transform
         views = []
         for clip_idx in range(self.num_clips):
-            indices = first + sampler(last - first, reader.fps, False, clip_idx, self.num_clips)
+            indices = first + sampler(last - first, reader.fps, train=False, clip_idx=clip_idx,
+                                      num_clips=self.num_clips)
             frames = reader.get_frames(indices.tolist())
             for crop in range(self.num_crops):
                 spatial = crop if self.num_crops == 3 else 1
                 views.append(transform(frames, rng=np.random.default_rng(0), spatial_idx=spatial))
-        batch = torch.stack(views).to(self.device)
-        inputs = [p.to(self.device) for p in _pathways(batch, self.alpha)] if self.alpha else batch
+        batch = torch.stack(views)
+        inputs = to_device(_pathways(batch, self.alpha) if self.alpha else batch, torch.device(self.device))
         return self.model(inputs).softmax(dim=1).mean(dim=0).cpu()
 
     def _scored(self, reader, first: int, last: int, topk: int) -> dict:
@@ -205,10 +208,11 @@ def load_predictor(weights: str | Path, model_name: str | None = None,
         raise ValueError(f"{classes_source} lists {len(class_names)} class names but {checkpoint} scores "
                          f"{outputs} classes: pass the class list the model was trained with")
     calibration = load_calibration(checkpoint) if calibrated else None
-    return VideoPredictor(model, class_names or default_class_names(model), num_clips, num_crops, device,
-                          preprocessing.override(**overrides),
-                          calibration["temperature"] if calibration else None,
-                          load_thresholds(checkpoint) if calibrated else None)
+    return VideoPredictor(model, class_names or default_class_names(model), num_clips=num_clips,
+                          num_crops=num_crops, device=device,
+                          preprocessing=preprocessing.override(**overrides),
+                          temperature=calibration["temperature"] if calibration else None,
+                          thresholds=load_thresholds(checkpoint) if calibrated else None)
 
 
 def _class_names(classes: str | Path | list[str] | None) -> tuple[list[str] | None, str]:

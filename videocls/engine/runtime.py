@@ -4,20 +4,33 @@ Training, evaluation, testing, prediction and benchmarking all move clips to a d
 the model under ``trainer.precision``. Each used to carry the four settings as loose positional
 arguments and some kept their own copy of the move-to-device helper, so a setting could be
 honoured in one loop and dropped in another (channels_last in training but not in testing).
-This module is the one home of those facts: ``to_device`` and ``autocast`` (re-exported from
-``engine/amp.py``, which holds the CPU bf16 guard) and a frozen ``Runtime`` built once from the
-trainer config and handed to whoever runs the model.
+This module is the one home of those facts: ``to_device``, ``autocast`` (re-exported from
+``engine/amp.py``, which holds the CPU bf16 guard), ``seed_everything``, and a frozen
+``Runtime`` built once from the trainer config and handed to whoever runs the model.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from videocls.engine.amp import PRECISIONS, autocast
 
-__all__ = ["PRECISIONS", "Runtime", "autocast", "to_device"]
+__all__ = ["PRECISIONS", "Runtime", "autocast", "seed_everything", "to_device"]
+
+
+def seed_everything(seed: int, *, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (every device); ``deterministic`` also refuses
+    non-deterministic kernels (``torch.use_deterministic_algorithms``) and cuDNN autotuning."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.benchmark = False
 
 
 def to_device(video, device: torch.device, channels_last: bool = False):

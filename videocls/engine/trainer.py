@@ -3,20 +3,27 @@
 ``fit(cfg, run_dir)`` is what ``tools/train.py`` calls. It builds the parts from the Hydra
 config, resumes from ``<run dir>/checkpoints/last.pt`` when one exists, trains with DDP /
 AMP / accumulation / clipping / EMA as configured, evaluates, and writes ``results.json``.
+
+Why one module of ~500 lines: what is left here is the loop's own state and its order of
+operations (micro-batch, accumulate, unscale, norm, step or skip, scaler, schedule, EMA, the
+counters that checkpoints store and resuming and preemption restore). That order is one
+invariant; split across files, a change on one side would silently break the other. Every job
+that is not the loop lives elsewhere: device, precision and seeding (``runtime``), checkpoint
+files and signals (``checkpoint``), config checks (``config_checks``), evaluation and the test
+protocol (``evaluator``, ``tester``), precise BN, the run-directory lock, and the optimiser and
+schedule builders (``optim``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import random
 import resource
 import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
-import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -53,23 +60,15 @@ from videocls.engine.distributed import (
     share_cpu_cores,
     shutdown,
 )
-from videocls.engine.evaluator import EvalResult, autocast, evaluate, to_device
+from videocls.engine.evaluator import EvalResult, evaluate
 from videocls.engine.logging import RunLogger
 from videocls.engine.losses import SoftTargetCrossEntropy
 from videocls.engine.precise_bn import recompute_bn_stats
 from videocls.engine.run_lock import claim_run_dir, lock_users, release_if_taken_since
+from videocls.engine.runtime import Runtime, seed_everything
 from videocls.engine.tester import run_test
 
 log = logging.getLogger(__name__)
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=False)
-        torch.backends.cudnn.benchmark = False
 
 
 class Trainer:
@@ -83,8 +82,9 @@ class Trainer:
         self.run_dir = Path(broadcast_object(str(run_dir)))
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.run_lock = claim_run_dir(self.run_dir) if self.env.is_main else None  # one run per dir
-        seed_everything(t.seed, t.deterministic)
-        self.precision = str(t.precision)
+        # Device, precision, memory format and seed: one object for every loop that runs the model.
+        self.runtime = Runtime.from_config(t, self.env.device)
+        seed_everything(self.runtime.seed, deterministic=t.deterministic)
         self.accumulate = int(t.accumulate_grad_batches)
 
         self.data = instantiate(cfg.data)
@@ -103,7 +103,7 @@ class Trainer:
                                          class_balanced=self.data.class_balanced, **loader_args)
         self.val_loader = build_loader(self.val_set, cfg.test.batch_size, train=False, **loader_args)
 
-        if t.channels_last:
+        if self.runtime.channels_last:
             model = model.to(memory_format=torch.channels_last_3d)
         if t.sync_bn and self.env.distributed:
             if self.env.device.type == "cpu":  # else DDP fails with "only work with GPU modules"
@@ -125,7 +125,7 @@ class Trainer:
                 f"fewer than accumulate_grad_batches={self.accumulate}"
             )
         self.scheduler = instantiate(cfg.schedule)(self.optimizer, self.steps_per_epoch, t.max_epochs)
-        self.scaler = torch.amp.GradScaler(self.env.device.type, enabled=self.precision == "16")
+        self.scaler = torch.amp.GradScaler(self.env.device.type, enabled=self.runtime.precision == "16")
         self.mixup = Mixup(num_classes=self.data.num_classes, **self.data.mixup) if self.data.mixup else None
         # Mixup/CutMix yields soft targets (with its own label smoothing): they need a soft-target loss.
         self.criterion = (SoftTargetCrossEntropy() if self.mixup
@@ -272,7 +272,7 @@ class Trainer:
         bad = [name for name, p in self.model.named_parameters()
                if p.grad is not None and not torch.isfinite(p.grad).all()]
         # fp16 overflows are routine while the GradScaler finds its scale: no alarm for them.
-        level = logging.DEBUG if self.precision == "16" else logging.WARNING
+        level = logging.DEBUG if self.runtime.precision == "16" else logging.WARNING
         log.log(level, "skipped optimiser step %d (epoch %d): gradient norm %s; non-finite gradients in "
                 "%d parameter(s): %s (%d steps skipped so far)", self.global_step, self.epoch, grad_norm,
                 len(bad), ", ".join(bad[:10]) + (", ..." if len(bad) > 10 else ""), self.skipped_steps)
@@ -310,12 +310,12 @@ class Trainer:
             report_skipped(batch["skipped"])  # one warning per video, not per item or worker
             for path, reason in batch["skipped"]:
                 self.skipped.setdefault(path, reason)
-            video = to_device(batch["video"], self.env.device, t.channels_last)
+            video = self.runtime.to_device(batch["video"])
             label = batch["label"].to(self.env.device, non_blocking=True)
             if self.mixup is not None:
                 video, label = self.mixup(video, label, batch_generator(t.seed, self.epoch, i, self.env.rank))
             with self._sync_context(i):
-                with autocast(self.env.device, self.precision):
+                with self.runtime.autocast():
                     loss = self.criterion(self.train_model(video), label)
                 self.scaler.scale(loss / self.accumulate).backward()
             self._check_finite(loss.detach())
@@ -369,12 +369,13 @@ class Trainer:
                          "epoch": self.epoch}, step=self.global_step)
 
     def validate(self) -> EvalResult:
-        t = self.cfg.trainer
+        t, rt = self.cfg.trainer, self.runtime
         model = self.ema.module if self.ema is not None else self.model
         if t.precise_bn_batches:
-            recompute_bn_stats(model, self.train_loader, t.precise_bn_batches, self.env, self.precision)
-        return evaluate(model, self.val_loader, self.env, self.cfg.test.aggregation, self.precision,
-                        self.cfg.test.max_views_per_batch, t.channels_last)
+            recompute_bn_stats(model, self.train_loader, t.precise_bn_batches, self.env, rt.precision)
+        return evaluate(model, self.val_loader, self.env, aggregation=self.cfg.test.aggregation,
+                        precision=rt.precision, max_views_per_batch=self.cfg.test.max_views_per_batch,
+                        channels_last=rt.channels_last)
 
     def _record_epoch(self, result: EvalResult) -> None:
         t = self.cfg.trainer
@@ -464,8 +465,8 @@ class Trainer:
         message = (f"stopped by {{signal}} during the final test; {self.ckpt_dir / 'last.pt'} holds the "
                    "finished training: rerun the same command to run the test again")
         with PreemptionFlag(interrupt=True, message=message):
-            return run_test(model, self.data, self.cfg.test, self.env, self.run_dir, self.precision,
-                            self.cfg.trainer.seed, self.logger, self.global_step, extra,
+            return run_test(model, self.data, self.cfg.test, runtime=self.runtime, env=self.env,
+                            run_dir=self.run_dir, logger=self.logger, step=self.global_step, extra=extra,
                             title=f"{self.cfg.model.name} on {Path(self.data.val_list).name}")
 
     def close(self) -> None:
