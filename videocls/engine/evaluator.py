@@ -1,8 +1,10 @@
 """Multi-view evaluation with an exact distributed gather.
 
-Each rank scores its disjoint shard of views; all views are gathered keyed by
+Each rank scores its disjoint shard of views (whole videos, or runs of whole clips of a long
+video: :func:`~videocls.data.loader.build_loader`); all views are gathered keyed by
 ``(video_idx, clip_idx, spatial_idx)`` and aggregated per video, so the numbers are the same
-with one process or many, however the views divide by the world size.
+with one process or many, however the views divide by the world size. At most
+``max_views_per_batch`` views go through the model at once.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from videocls.data.dataset import report_skipped
-from videocls.engine.amp import autocast  # noqa: F401  (re-exported: callers import it from here)
 from videocls.engine.distributed import DistEnv, all_gather_objects
+from videocls.engine.runtime import autocast, to_device
 from videocls.metrics.classification import Aggregation, aggregate_views, mean_class_accuracy, topk_accuracy
 from videocls.metrics.multilabel import mean_average_precision
 
@@ -35,14 +37,6 @@ class EvalResult:
     def summary(self) -> dict:
         return {"clip": self.clip, "video": self.video, "num_videos": self.num_videos,
                 "num_views": self.num_views}
-
-
-def to_device(video, device: torch.device, channels_last: bool = False):
-    """Move a clip (or a SlowFast ``[slow, fast]`` list) to ``device``."""
-    if isinstance(video, (list, tuple)):
-        return [to_device(v, device, channels_last) for v in video]
-    video = video.to(device, non_blocking=True)
-    return video.contiguous(memory_format=torch.channels_last_3d) if channels_last else video
 
 
 def _batch_size(video) -> int:
@@ -65,6 +59,7 @@ def score_views(
     model: nn.Module,
     loader: DataLoader,
     env: DistEnv,
+    *,
     precision: str = "32",
     max_views_per_batch: int | None = None,
     channels_last: bool = False,
@@ -106,13 +101,15 @@ def evaluate(
     model: nn.Module,
     loader: DataLoader,
     env: DistEnv,
+    *,
     aggregation: Aggregation = "mean_softmax",
     precision: str = "32",
     max_views_per_batch: int | None = None,
     channels_last: bool = False,
 ) -> EvalResult:
     """Clip-level (per view) and video-level (views aggregated) metrics over the whole split."""
-    views, skipped = score_views(model, loader, env, precision, max_views_per_batch, channels_last)
+    views, skipped = score_views(model, loader, env, precision=precision,
+                                 max_views_per_batch=max_views_per_batch, channels_last=channels_last)
     views = gather_views(views)
     skipped = [entry for shard in all_gather_objects(skipped) for entry in shard]
     valid = views["valid"].bool()

@@ -34,6 +34,7 @@ from videocls.engine.features import load_model
 from videocls.engine.logging import RunLogger
 from videocls.engine.report import format_results, write_results
 from videocls.engine.run_loading import LoadedRun
+from videocls.engine.runtime import Runtime
 from videocls.engine.thresholds import (
     holdout_check,
     load_thresholds,
@@ -96,18 +97,17 @@ def write_reports(result: EvalResult, aggregation: str, out_dir: Path, paths: li
     return {"ece": expected_calibration_error(probs, result.video_labels)}
 
 
-def robustness(model: nn.Module, data: VideoData, tc: DictConfig, env: DistEnv, *, precision: str,
-               seed: int) -> dict[tuple[str, int], float]:
+def robustness(model: nn.Module, data: VideoData, tc: DictConfig, *, runtime: Runtime,
+               env: DistEnv) -> dict[tuple[str, int], float]:
     """Video top-1 under every corruption and severity (``test.robustness_clips`` clips, 1 crop)."""
     accuracy = {}
     for name in CORRUPTIONS:
         for severity in SEVERITIES:
             frame_filter = functools.partial(_corrupt_clip, name=name, severity=severity)
             dataset = data.dataset("val", train=False, **model_input(model), num_clips=tc.robustness_clips,
-                                   num_crops=1, seed=seed, frame_filter=frame_filter)
-            loader = build_loader(dataset, tc.batch_size, data.num_workers, train=False,
-                                  num_replicas=env.world_size, rank=env.rank)
-            accuracy[(name, severity)] = evaluate(model, loader, env, tc.aggregation, precision).video["top1"]
+                                   num_crops=1, seed=runtime.seed, frame_filter=frame_filter)
+            result = _evaluate(model, dataset, data, tc, runtime=runtime, env=env)
+            accuracy[(name, severity)] = result.video["top1"]
     return accuracy
 
 
@@ -115,30 +115,42 @@ def _corrupt_clip(frames: torch.Tensor, rng: np.random.Generator, name: str, sev
     return corrupt(frames, name, severity, rng)
 
 
-def evaluate_protocol(model: nn.Module, data: VideoData, tc: DictConfig, env: DistEnv, precision: str = "32",
-                      seed: int = 0) -> tuple[EvalResult, VideoClipDataset]:
+def _evaluate(model: nn.Module, dataset: VideoClipDataset, data: VideoData, tc: DictConfig, *,
+              runtime: Runtime, env: DistEnv) -> EvalResult:
+    """``dataset`` scored on all ranks: each rank decodes its share of the videos, each once for
+    all its views (at most ``test.max_views_per_batch`` views decoded and scored together)."""
+    loader = build_loader(dataset, tc.batch_size, data.num_workers, train=False, num_replicas=env.world_size,
+                          rank=env.rank, pin_memory=env.device.type == "cuda",
+                          max_views_per_batch=tc.max_views_per_batch)
+    return evaluate(model, loader, env, aggregation=tc.aggregation, precision=runtime.precision,
+                    max_views_per_batch=tc.max_views_per_batch, channels_last=runtime.channels_last)
+
+
+def evaluate_protocol(model: nn.Module, data: VideoData, tc: DictConfig, *, runtime: Runtime,
+                      env: DistEnv) -> tuple[EvalResult, VideoClipDataset]:
     """The validation split scored with the ``test`` protocol's views and aggregation (all ranks)."""
     dataset = data.dataset("val", train=False, **model_input(model), num_clips=tc.num_clips,
-                           num_crops=tc.num_crops, seed=seed)
-    loader = build_loader(dataset, tc.batch_size, data.num_workers, train=False,
-                          num_replicas=env.world_size, rank=env.rank)
-    return evaluate(model, loader, env, tc.aggregation, precision, tc.max_views_per_batch), dataset
+                           num_crops=tc.num_crops, seed=runtime.seed)
+    return _evaluate(model, dataset, data, tc, runtime=runtime, env=env), dataset
 
 
-def run_test(model: nn.Module, data: VideoData, tc: DictConfig, env: DistEnv, out_dir: str | Path,
-             precision: str = "32", seed: int = 0, logger: RunLogger | None = None, step: int = 0,
-             extra: dict | None = None, title: str = "results",
-             calibration: dict | None = None, thresholds: dict | None = None) -> dict | None:
-    """Evaluate with the ``test`` protocol, write the outputs on rank 0, return the summary there.
+def run_test(model: nn.Module, data: VideoData, test_cfg: DictConfig, *, runtime: Runtime, env: DistEnv,
+             run_dir: str | Path, logger: RunLogger | None = None, step: int | None = None,
+             extra: dict | None = None, title: str = "results", calibration: dict | None = None,
+             thresholds: dict | None = None) -> dict | None:
+    """Evaluate with the ``test`` protocol, write the outputs to ``run_dir`` on rank 0, return the
+    summary there. ``runtime`` says where and how the model runs (device, precision, memory
+    format) and seeds the views; ``logger`` gets the numbers at ``step``; ``extra`` is merged into
+    results.json.
 
     ``calibration`` (a record of ``load_calibration``) scales the video probabilities behind
     predictions.csv, the per-class and confusion files and the ECE; accuracy is unchanged.
     ``thresholds`` (a record of ``load_thresholds``) adds the thresholded decisions' numbers
     (coverage/accuracy/cost, or per-class precision/recall/F1) under ``"thresholds"``.
     """
-    out_dir = Path(out_dir)
-    result, dataset = evaluate_protocol(model, data, tc, env, precision, seed)
-    robust = robustness(model, data, tc, env, precision=precision, seed=seed) if tc.robustness else None
+    tc, out_dir = test_cfg, Path(run_dir)
+    result, dataset = evaluate_protocol(model, data, tc, runtime=runtime, env=env)
+    robust = robustness(model, data, tc, runtime=runtime, env=env) if tc.robustness else None
     if not env.is_main:
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -188,8 +200,8 @@ def evaluate_checkpoint(run: LoadedRun, out_dir: str | Path) -> dict | None:
         out_dir = broadcast_object(str(out_dir))
         calibration = load_calibration(run.checkpoint) if env.is_main else None
         thresholds = load_thresholds(run.checkpoint) if env.is_main else None
-        return run_test(run.model.to(env.device), run.data, cfg.test, env, out_dir,
-                        precision=str(cfg.trainer.precision), seed=cfg.trainer.seed,
+        return run_test(run.model.to(env.device), run.data, cfg.test,
+                        runtime=Runtime.from_config(cfg.trainer, env.device), env=env, run_dir=out_dir,
                         extra={"checkpoint": str(run.checkpoint), "weights": run.weights},
                         title=f"{cfg.model.name} on {Path(run.data.val_list).name}", calibration=calibration,
                         thresholds=thresholds)
@@ -205,8 +217,8 @@ def calibrate_checkpoint(run: LoadedRun) -> dict | None:
     check_config(cfg, training=False)
     env = init_distributed(cfg.trainer.device)
     try:
-        precision, seed = str(cfg.trainer.precision), cfg.trainer.seed
-        result, _ = evaluate_protocol(run.model.to(env.device), data, cfg.test, env, precision, seed)
+        runtime = Runtime.from_config(cfg.trainer, env.device)
+        result, _ = evaluate_protocol(run.model.to(env.device), data, cfg.test, runtime=runtime, env=env)
         if not env.is_main:
             return None
         if result.video_labels.ndim != 1:
@@ -231,9 +243,8 @@ def tune_thresholds_checkpoint(
     cfg, model, checkpoint, data = run.config, run.model, run.checkpoint, run.data
     env = init_distributed(cfg.trainer.device)
     try:
-        result, _ = evaluate_protocol(
-            model.to(env.device), data, cfg.test, env, str(cfg.trainer.precision), cfg.trainer.seed
-        )
+        result, _ = evaluate_protocol(model.to(env.device), data, cfg.test,
+                                      runtime=Runtime.from_config(cfg.trainer, env.device), env=env)
         if not env.is_main:
             return None
         labels = result.video_labels
