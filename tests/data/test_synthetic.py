@@ -12,18 +12,8 @@ import decord
 import numpy as np
 import pytest
 
-from videocls.data.synthetic import (
-    CLASSES,
-    NOISE_FILE,
-    VideoSpec,
-    flip_labels,
-    generate_dataset,
-    long_tailed_counts,
-    object_coverage,
-    render_video,
-    sample_spec,
-    write_video,
-)
+from videocls.data.synthetic import NOISE_FILE, flip_labels, generate_dataset, long_tailed_counts, write_video
+from videocls.data.synthetic_motion import CLASSES, VideoSpec, object_coverage, render_video, sample_spec
 
 PAIRS = [(2 * k, 2 * k + 1) for k in range(len(CLASSES) // 2)]
 

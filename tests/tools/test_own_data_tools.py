@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 
 from videocls import create_model
 from videocls.data.datamodule import model_input
-from videocls.data.synthetic import CLASSES
+from videocls.data.synthetic_motion import CLASSES
 from videocls.engine.features import load_features
 from videocls.engine.losses import FocalLoss, inverse_frequency_weights
 from videocls.engine.thresholds import decide, load_thresholds, thresholded_summary, thresholds_path

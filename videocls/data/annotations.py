@@ -1,3 +1,5 @@
+# Over ~400 lines on purpose: one job (every annotation format -> VideoRecords, and back in
+# filter_annotations), whose formats share the error, label and path rules defined once here.
 """Annotation files -> ``VideoRecord`` lists. Every parse error names the file and line.
 
 :func:`read_annotations` reads every format the datamodule accepts (``data.format``):

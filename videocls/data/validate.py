@@ -1,3 +1,5 @@
+# Over ~400 lines on purpose: one command's job (check each file in a killable worker, then
+# report and clean); a tenth is the docstring that defines the statuses the tests hold it to.
 """Which videos of a dataset the data pipeline can really read (``tools/validate_dataset.py``).
 
 Each file is opened the way :class:`~videocls.data.dataset.VideoClipDataset` opens it,
