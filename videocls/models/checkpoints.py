@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-StateDict = dict[str, torch.Tensor]
+from videocls.models.layers.types import StateDict
 
 # Wrapper keys used by the checkpoints we read: videocls ("model"), PySlowFast/pytorchvideo and
 # official TimeSformer ("model_state"), Lightning/Hugging Face exports ("state_dict").

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from videocls.models.registry import ModelConfig, StateDict, register_model
+from videocls.models.layers.types import StateDict
+from videocls.models.registry import ModelConfig, register_model
 
 __all__ = [
     "Conv3dSame",

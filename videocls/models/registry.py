@@ -25,8 +25,8 @@ from torch import nn
 
 from videocls.models.checkpoints import check_floating, load_state_dict_any
 from videocls.models.freezing import freeze as freeze_parts
+from videocls.models.layers.types import StateDict
 
-StateDict = dict[str, torch.Tensor]
 CheckpointFilter = Callable[[StateDict, nn.Module], StateDict]
 Init2d = Callable[[nn.Module, StateDict], object]
 

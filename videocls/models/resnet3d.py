@@ -38,7 +38,8 @@ from videocls.models.layers import (
     make_res_stages,
     rename_keys,
 )
-from videocls.models.registry import ModelConfig, StateDict, register_model
+from videocls.models.layers.types import StateDict
+from videocls.models.registry import ModelConfig, register_model
 
 _PYTORCHVIDEO_ZOO = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics"
 

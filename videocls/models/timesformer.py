@@ -24,9 +24,8 @@ from torch import nn
 
 from videocls.models.checkpoints import load_state_dict_any
 from videocls.models.layers.attention import Attention, TransformerBlock
+from videocls.models.layers.types import StateDict
 from videocls.models.registry import KINETICS_MEAN, KINETICS_STD, ModelConfig, register_model
-
-StateDict = dict[str, torch.Tensor]
 
 ATTENTION_TYPES = ("divided_space_time", "joint_space_time", "space_only")
 

@@ -1,4 +1,9 @@
-"""Reusable model layers: ResNet stems, bottlenecks, stages and heads in 3D."""
+"""Reusable model layers: ResNet stems, bottlenecks, stages and heads in 3D, attention blocks,
+and the shared types (``types.StateDict``).
+
+The bottom of ``videocls.models``: nothing here imports the registry, the checkpoint readers or
+a model family, so every one of those can build on the layers without an import circle.
+"""
 
 from videocls.models.layers.heads import HEAD_POOLS, ClassifierHead, head_windows
 from videocls.models.layers.resnet_blocks import (

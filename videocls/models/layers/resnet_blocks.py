@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from videocls.models.registry import StateDict
+from videocls.models.layers.types import StateDict
 
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
 STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
