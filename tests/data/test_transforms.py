@@ -43,11 +43,12 @@ def test_normalize_values():
 def test_clip_transform_train_and_test_shapes_and_values():
     frames = torch.full((8, 90, 120, 3), 115, dtype=torch.uint8)  # 115/255 ~ 0.451
     mean, std = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
-    train = ClipTransform(56, 64, 72, mean, std, train=True, flip=True)
+    train = ClipTransform(crop_size=56, min_short_side=64, max_short_side=72,
+                          mean=mean, std=std, train=True, flip=True)
     out = train(frames, rng=np.random.default_rng(0))
     assert out.shape == (3, 8, 56, 56) and out.dtype == torch.float32
     assert torch.allclose(out, torch.full_like(out, (115 / 255 - 0.45) / 0.225), atol=1e-5)
-    test = ClipTransform(64, 64, 64, mean, std, train=False)
+    test = ClipTransform(crop_size=64, min_short_side=64, max_short_side=64, mean=mean, std=std, train=False)
     assert test(frames, rng=np.random.default_rng(0), spatial_idx=0).shape == (3, 8, 64, 64)
 
 
@@ -55,7 +56,8 @@ def test_same_random_draw_for_every_frame():
     # A video whose frames are identical must stay identical after random scale/crop/flip.
     base = torch.randint(0, 255, (1, 80, 100, 3), dtype=torch.uint8)
     frames = base.expand(6, -1, -1, -1).contiguous()
-    t = ClipTransform(48, 56, 72, (0.5,) * 3, (0.5,) * 3, train=True, flip=True)
+    t = ClipTransform(crop_size=48, min_short_side=56, max_short_side=72,
+                      mean=(0.5,) * 3, std=(0.5,) * 3, train=True, flip=True)
     for seed in range(5):
         out = t(frames, rng=np.random.default_rng(seed))
         assert torch.equal(out, out[:, :1].expand_as(out))
@@ -63,7 +65,8 @@ def test_same_random_draw_for_every_frame():
 
 def test_flip_is_off_by_default():
     ramp = torch.arange(64, dtype=torch.uint8).view(1, 1, 64, 1).expand(2, 64, 64, 3).contiguous()
-    t = ClipTransform(64, 64, 64, (0.0,) * 3, (1.0,) * 3, train=True)
+    t = ClipTransform(crop_size=64, min_short_side=64, max_short_side=64,
+                      mean=(0.0,) * 3, std=(1.0,) * 3, train=True)
     for seed in range(10):
         out = t(ramp, rng=np.random.default_rng(seed))
         assert out[0, 0, 0, 0] < out[0, 0, 0, -1]
@@ -76,7 +79,8 @@ def test_uint8_resize_is_within_one_level_of_the_float_resize():
 
     frames = torch.randint(0, 256, (4, 90, 160, 3), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(0))
-    test = ClipTransform(64, 72, 72, (0.0,) * 3, (1.0,) * 3, train=False)
+    test = ClipTransform(crop_size=64, min_short_side=72, max_short_side=72,
+                         mean=(0.0,) * 3, std=(1.0,) * 3, train=False)
     out = test(frames, rng=np.random.default_rng(0), spatial_idx=1)  # 3 x T x 64 x 64
     reference = F.interpolate(frames.permute(0, 3, 1, 2).double() / 255, size=(72, 128), mode="bilinear",
                               align_corners=False)[..., 4:68, 32:96].permute(1, 0, 2, 3)
