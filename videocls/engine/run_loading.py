@@ -181,17 +181,12 @@ def load_run_or_weights(target: str | Path, overrides: Iterable[str] = (), *,
         return load_run(checkpoint, overrides, device=device)
     except NotARunCheckpoint:
         pass
-    if config is None:
-        config = compose_train_config(overrides)
+    if config is None:  # as tools/train.py would compose it
+        from hydra import compose, initialize_config_dir
+
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+            config = compose("train", overrides=overrides)
     return load_pretrained(config, checkpoint, strict_head=strict_head, device=device)
-
-
-def compose_train_config(overrides: Iterable[str]) -> DictConfig:
-    """``configs/train.yaml`` composed with Hydra ``overrides``, as ``tools/train.py`` would."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
 
 
 def _plain_config(tree: dict) -> DictConfig:
