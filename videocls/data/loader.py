@@ -170,7 +170,7 @@ def build_loader(dataset: Dataset, batch_size: int, num_workers: int, train: boo
     """``class_balanced`` (training; ``dataset`` has ``records``, one item each) draws every class
     equally often per epoch, with replacement (:func:`class_balanced_weights`).
 
-    Evaluation (``train=False``; a ``VideoClipDataset`` of test views) batches whole videos
+    Evaluation (``train=False``; e.g. a ``VideoClipDataset`` of test views) batches whole videos
     (:class:`VideoBatchSampler`): ``batch_size`` views, or one video's (or run's) views when it
     has more, and never more than ``max_views_per_batch`` views of one video together."""
     common = dict(
@@ -184,7 +184,9 @@ def build_loader(dataset: Dataset, batch_size: int, num_workers: int, train: boo
         generator=torch.Generator().manual_seed(seed),
     )
     if not train:
-        batches = VideoBatchSampler(len(dataset.records), dataset.num_clips, dataset.num_crops,
+        # Any other map-style dataset: one view per item, so every item is its own "video".
+        num_clips, num_crops = getattr(dataset, "num_clips", 1), getattr(dataset, "num_crops", 1)
+        batches = VideoBatchSampler(len(dataset) // (num_clips * num_crops), num_clips, num_crops,
                                     batch_size=batch_size, max_views=max_views_per_batch,
                                     num_replicas=num_replicas, rank=rank)
         return DataLoader(dataset, batch_sampler=batches, **common)
