@@ -1,4 +1,5 @@
-"""tools/prepare_videos.py on a few real videos: size, frame rate, keyframes, frame choice, resume."""
+"""tools/prepare_videos.py on a few real videos: size, frame rate, keyframes, frame choice, resume,
+and the fast training format (all-intra, fastdecode, short side 256)."""
 
 import contextlib
 import importlib.util
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from videocls.data.io.probe import load_decord
 from videocls.data.io.reader import open_video
-from videocls.data.prepare import X264_PRESETS, EncodeSettings, output_size
+from videocls.data.prepare import FORMATS, X264_PRESETS, X264_TUNES, EncodeSettings, output_size
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = {  # relative source path -> (source file, source fps, output size at --short-side 64)
@@ -121,13 +123,13 @@ def test_output_size_never_upscales_and_is_even():
     assert output_size(1, 1, 64) == (2, 2)
 
 
-def _encodes_with(preset: str) -> bool:
-    """Whether libx264 opens with ``preset`` (two black 16 x 16 frames into memory)."""
+def _encodes_with(preset: str, tune: str | None = None) -> bool:
+    """Whether libx264 opens with ``preset`` and ``tune`` (two black 16 x 16 frames into memory)."""
     try:
         with av.open(io.BytesIO(), mode="w", format="mp4") as output:
             stream = output.add_stream("libx264", rate=25)
             stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
-            stream.options = {"preset": preset}
+            stream.options = {"preset": preset, **({"tune": tune} if tune else {})}
             black = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")
             for _ in range(2):
                 output.mux(stream.encode(black))
@@ -150,3 +152,73 @@ def test_an_unknown_preset_is_refused_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "invalid choice: 'bogus'" in err and all(preset in err for preset in X264_PRESETS), err
     assert not (tmp_path / "dst").exists()
+
+
+def test_tunes_are_libx264s_own():
+    assert all(_encodes_with("medium", tune) for tune in X264_TUNES) and not _encodes_with("medium", "bogus")
+    with pytest.raises(ValueError, match="unknown x264 tune 'bogus'; choose one of film"):
+        EncodeSettings(tune="bogus")
+
+
+# --------------------------------------------------------------------------- the fast format
+
+FAST_SOURCE, FAST_SOURCE_FPS = "g1.avi", 25  # 400 x 300, 16 frames
+
+
+@pytest.fixture(scope="module")
+def fast_prepared(real_videos_dir, tmp_path_factory):
+    """g1.avi prepared with --format fast, and with --format fast --gop 4 --short-side 64."""
+    root = tmp_path_factory.mktemp("fast")
+    (root / "src").mkdir()
+    shutil.copy(real_videos_dir / FAST_SOURCE, root / "src" / FAST_SOURCE)
+    runs = {"fast": [], "override": ["--gop", "4", "--short-side", "64"]}
+    for name, extra in runs.items():
+        argv = [str(root / "src"), str(root / name), "--format", "fast", "-j", "1", *extra]
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert load_tool("prepare_videos").main(argv) == 0
+    return root / "src" / FAST_SOURCE, {name: root / name / "g1.mp4" for name in runs}
+
+
+def _x264_options(path: Path) -> str:
+    """The option string x264 writes into the stream's first packet (an SEI message)."""
+    with av.open(str(path)) as container:
+        first = bytes(next(p for p in container.demux(container.streams.video[0]) if p.size))
+    start = first.index(b"options: ")
+    return first[start:first.index(b"\0", start)].decode()
+
+
+@pytest.mark.parametrize(("run", "size", "gop"), [("fast", (342, 256), 1), ("override", (86, 64), 4)])
+def test_fast_format_keyframes_size_and_fastdecode(fast_prepared, run, size, gop):
+    """``fast`` is every frame a keyframe at short side 256 (400 x 300 -> 341.3 -> 342 x 256),
+    encoded without CABAC and deblocking (x264 tune=fastdecode); options beside --format win."""
+    assert FORMATS["fast"] == EncodeSettings(short_side=256, gop=1, tune="fastdecode")
+    _, outputs = fast_prepared
+    with av.open(str(outputs[run])) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.width, stream.height) == ("h264", *size)
+        keys = [p.is_keyframe for p in sorted(container.demux(stream), key=lambda p: p.pts or 0) if p.size]
+    assert len(keys) == round(16 / FAST_SOURCE_FPS * FPS)
+    assert [i for i, key in enumerate(keys) if key] == list(range(0, len(keys), gop))
+    options = _x264_options(outputs[run]).split()
+    assert {"cabac=0", "deblock=0:0:0", f"keyint={gop}", "scenecut=0"} <= set(options)
+
+
+def test_fast_format_frames_are_the_sources_and_read_exactly(fast_prepared):
+    """Output frame k is source frame floor(k * 25 / 30) scaled to 342 x 256 (PIL's box
+    filter as the reference) within the codec's loss, and the training reader serves the
+    file (with decord where installed) exactly as a sequential PyAV decode gives it."""
+    src, outputs = fast_prepared
+    with open_video(src) as source:
+        frames = source.get_frames(range(len(source))).numpy()
+    with av.open(str(outputs["fast"])) as container:
+        decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    scaled = np.stack([np.asarray(Image.fromarray(f).resize((342, 256), Image.BOX)) for f in frames])
+    for k, frame in enumerate(decoded.astype(np.float32)):
+        # x264 at CRF 23 leaves about 29-33 dB on this noisy source; its neighbours are 6 dB further
+        psnr = [10 * np.log10(255**2 / np.mean((frame - s) ** 2)) for s in scaled.astype(np.float32)]
+        expected = k * FAST_SOURCE_FPS // FPS
+        assert psnr[expected] > 27 and int(np.argmax(psnr)) == expected, (k, np.round(psnr, 1))
+    with open_video(outputs["fast"]) as reader:
+        assert reader.backend == ("decord" if load_decord() is not None else "pyav")
+        indices = [len(decoded) - 1, 0, 7, 8, 9, 3]
+        assert np.array_equal(reader.get_frames(indices).numpy(), decoded[indices])

@@ -1,0 +1,118 @@
+"""CPU-seconds a loader worker spends per training clip, on several video folders side by side.
+
+    python tools/clip_cost.py /data/k400/gop16 /data/k400/fast --frames 8 --rate 8 --rounds 6
+
+Each folder is read by the training pipeline's own dataset (``VideoClipDataset``: the public
+reader, PySlowFast's random clip sampler, short-side jitter 256-320, random 224 crop,
+normalisation) in this process, which plays the part of one loader worker (one torch
+thread, decord with one thread). Folders take turns, a block of ``--clips`` clips each per
+round, so a machine whose speed drifts slows every folder alike; the CPU time of the process
+(all its threads, user + system) over each block is divided by the clips. Every file is
+opened once before timing, so the one-off probe (cached on disk) is not counted.
+
+Printed per folder: bytes per video, CPU-ms per clip (median over rounds, and min-max),
+and how many times fewer CPU-seconds per clip than the first folder, the baseline (median
+of the per-round ratios). ``--decode-only``
+stops after decoding (no resize, crop or normalisation): what a worker costs when the
+transforms run on the GPU. A folder holds video files or folders of frame images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from videocls.data.annotations import VideoRecord
+from videocls.data.dataset import VideoClipDataset
+from videocls.data.sampling import ClipSampler
+from videocls.data.transforms import ClipTransform
+from videocls.models.registry import KINETICS_MEAN, KINETICS_STD
+
+SKIPPED_SUFFIXES = {".tsv", ".txt", ".json", ".csv", ".md", ".part"}
+
+
+def _entries(folder: Path) -> list[Path]:
+    found = sorted(p for p in folder.iterdir() if p.is_dir() or p.suffix.lower() not in SKIPPED_SUFFIXES)
+    if not found:
+        raise SystemExit(f"error: {folder}: no videos (files or frame folders) in it")
+    return found
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+def _uint8_frames(frames: torch.Tensor, rng: np.random.Generator, spatial_idx: int = 1) -> torch.Tensor:
+    return frames
+
+
+def _dataset(paths: list[Path], backend: str, args) -> VideoClipDataset:
+    transform = (
+        _uint8_frames if args.decode_only
+        else ClipTransform(args.crop, 256, 320, KINETICS_MEAN, KINETICS_STD, train=True)
+    )
+    return VideoClipDataset(
+        [VideoRecord(str(p), 0) for p in paths], ClipSampler(args.frames, args.rate), transform, train=True,
+        backend=backend, max_retries=0,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("folders", nargs="+", type=Path, help="folders of videos; the first is the baseline")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--rate", type=int, default=8, help="sampling rate (8x8: --frames 8 --rate 8)")
+    parser.add_argument("--crop", type=int, default=224)
+    parser.add_argument("--clips", type=int, default=32, help="clips per folder and round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--backend", nargs="+", default=["auto"], choices=["auto", "decord", "pyav"],
+                        help="the reader's backend: one for all folders, or one per folder")
+    parser.add_argument("--decode-only", action="store_true",
+                        help="no resize, crop or normalisation (as with GPU transforms)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # as in a loader worker
+    for folder in args.folders:
+        if not folder.is_dir():
+            parser.error(f"{folder}: not a folder")
+    if len(args.backend) not in (1, len(args.folders)):
+        parser.error(f"give one --backend or one per folder ({len(args.folders)})")
+    backends = args.backend * len(args.folders) if len(args.backend) == 1 else args.backend
+    entries = [_entries(folder) for folder in args.folders]
+    datasets = [_dataset(paths, backend, args) for paths, backend in zip(entries, backends)]
+    for dataset in datasets:  # probe every file (or read the cached verdict) before timing
+        for index in range(len(dataset)):
+            item = dataset[index]
+            if item["skipped"]:
+                raise SystemExit(f"error: cannot read {item['skipped'][0][0]}: {item['skipped'][0][1]}")
+    cost = [[] for _ in datasets]
+    for round_ in range(args.rounds):
+        for dataset, costs in zip(datasets, cost):
+            dataset.set_epoch(round_ + 1)
+            start = time.process_time()
+            for k in range(args.clips):
+                dataset[k % len(dataset)]
+            costs.append((time.process_time() - start) / args.clips * 1000)
+    what = "decode only" if args.decode_only else f"decode + train transform, {args.crop} crop"
+    print(f"{args.frames}x{args.rate} clips, {what}, {args.rounds} rounds x {args.clips} clips per folder")
+    print(f"{'folder':<40} {'backend':>8} {'bytes/video':>12} {'CPU-ms/clip':>12} {'min-max':>15} "
+          f"{'first / this':>15}")
+    for folder, backend, paths, costs in zip(args.folders, backends, entries, cost):
+        fewer = statistics.median(b / c for c, b in zip(costs, cost[0]))
+        size = sum(_size(p) for p in paths) / len(paths)
+        print(f"{str(folder):<40} {backend:>8} {size:>12,.0f} {statistics.median(costs):>12.1f} "
+              f"{min(costs):>7.1f}-{max(costs):<7.1f} {fewer:>14.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
