@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     results, failed = [], 0
     for video in expand_video_paths(args.videos):
         try:
-            result = predictor.predict(video, args.topk, args.window, args.stride)
+            result = predictor.predict(video, topk=args.topk, window=args.window, stride=args.stride)
         except (VideoDecodeError, OSError, ValueError, IndexError) as error:
             failed += 1
             result = {"video": video, "error": f"{type(error).__name__}: {error}"}

@@ -82,7 +82,8 @@ def test_timed_steps_count_only_the_timed_batches_and_their_waits():
     clips, seconds, waited = _timed_steps(seen.append, slow_batches(), steps=4, warmup=2)
     assert len(seen) == 6 and clips == 12
     assert 4 * 0.02 <= waited <= seconds
-    clips, seconds, waited = _timed_steps(lambda b: time.sleep(0.02), [{"label": torch.zeros(2)}] * 6, 4, 2)
+    in_memory = [{"label": torch.zeros(2)}] * 6
+    clips, seconds, waited = _timed_steps(lambda b: time.sleep(0.02), in_memory, steps=4, warmup=2)
     assert clips == 8 and waited < 0.2 * seconds  # batches in memory: the wait is only list iteration
     with pytest.raises(RuntimeError, match="fewer than the 6"):
         _timed_steps(seen.append, [{"label": torch.zeros(1)}] * 3, steps=4, warmup=2)

@@ -113,7 +113,7 @@ class ClipTransform:
             clip = self.resized_crop(clip, rng)
         else:
             lo, hi = self.min_short_side, self.max_short_side
-            size = jitter_short_side(lo, hi, rng, self.inverse_uniform_scale)
+            size = jitter_short_side(lo, hi, rng, inverse_uniform=self.inverse_uniform_scale)
             clip = random_crop(short_side_resize(clip, size), self.crop_size, rng)
         clip = to_unit_float(clip)
         if self.flip and rng.random() < 0.5:

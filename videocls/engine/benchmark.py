@@ -166,7 +166,7 @@ def readable_videos(folder: str | Path, decord_only: bool = False) -> tuple[list
 
 
 def _clips_per_s(
-    batches: Iterable, count: Callable[[object], int], num_clips: int, warmup_clips: int
+    batches: Iterable, count: Callable[[object], int], *, num_clips: int, warmup_clips: int
 ) -> float:
     """Clips/s over ``num_clips`` clips, timed after the first ``warmup_clips`` (worker start-up)."""
     seen, start = 0, None
@@ -209,24 +209,27 @@ def benchmark_data(
         ours.set_epoch(epoch)
         return build_loader(ours, 1, num_workers, train=True, seed=epoch)
 
+    def timed(batches: Iterable, count: Callable[[object], int]) -> float:
+        return _clips_per_s(batches, count, num_clips=num_clips, warmup_clips=warmup_clips)
+
     floor = _DecodeOnly(paths, sampler)
     results = [
-        Throughput("videocls", _clips_per_s(_repeat(our_loader, epochs), lambda b: len(b["video"]), num_clips,
-                                            warmup_clips)),
-        Throughput("decode-only floor (decord)", _clips_per_s(
+        Throughput("videocls", timed(_repeat(our_loader, epochs), lambda b: len(b["video"]))),
+        Throughput("decode-only floor (decord)", timed(
             _repeat(lambda e: DataLoader(floor, batch_size=1, shuffle=True, num_workers=num_workers), epochs),
-            len, num_clips, warmup_clips)),
+            len)),
     ]
     if reference:
         clip_seconds = num_frames * sampling_rate / target_fps
-        loader = DataLoader(_pytorchvideo_dataset(paths, num_frames, clip_seconds, crop_size), batch_size=1,
-                            num_workers=num_workers)
-        results.append(Throughput("pytorchvideo (PyAV)", _clips_per_s(
-            _repeat(lambda e: loader, epochs), lambda b: len(b["video"]), num_clips, warmup_clips)))
+        dataset = _pytorchvideo_dataset(paths, num_frames=num_frames, clip_seconds=clip_seconds,
+                                        crop_size=crop_size)
+        loader = DataLoader(dataset, batch_size=1, num_workers=num_workers)
+        results.append(Throughput("pytorchvideo (PyAV)", timed(_repeat(lambda e: loader, epochs),
+                                                               lambda b: len(b["video"]))))
     return results
 
 
-def _pytorchvideo_dataset(paths: Sequence[str], num_frames: int, clip_seconds: float, crop_size: int):
+def _pytorchvideo_dataset(paths: Sequence[str], *, num_frames: int, clip_seconds: float, crop_size: int):
     """pytorchvideo's Kinetics training pipeline: random clip, uniform subsample, scale jitter, crop."""
     import videocls.compat  # noqa: F401  (before any pytorchvideo transform)
 
@@ -288,7 +291,7 @@ class PipelineResult:
         ])
 
 
-def _timed_steps(step: Callable[[dict], None], batches: Iterable[dict], steps: int, warmup: int):
+def _timed_steps(step: Callable[[dict], None], batches: Iterable[dict], *, steps: int, warmup: int):
     """Run ``warmup + steps`` steps; return (clips, seconds, seconds waiting for batches)
     of the timed ones."""
     clips, waited, start = 0, 0.0, None
@@ -340,9 +343,10 @@ def benchmark_pipeline(cfg, *, steps: int = 20, warmup: int = 3, device: str = "
             dataset.set_epoch(epoch)
             yield from build_loader(dataset, data.batch_size, data.num_workers, train=True, seed=epoch)
 
-    clips, seconds, waited = _timed_steps(step, loader(), steps, warmup)
+    clips, seconds, waited = _timed_steps(step, loader(), steps=steps, warmup=warmup)
     batches = loader()
     in_memory = [batch for _, batch in zip(range(warmup + steps), batches)]
     batches.close()  # ends the loader's workers: none may take cores from the timed steps
-    clips_mem, seconds_mem, _ = _timed_steps(step, in_memory, steps, warmup)
-    return PipelineResult(steps, clips // steps, clips / seconds, clips_mem / seconds_mem, waited / seconds)
+    clips_mem, seconds_mem, _ = _timed_steps(step, in_memory, steps=steps, warmup=warmup)
+    return PipelineResult(steps=steps, clips_per_step=clips // steps, loader_clips_per_s=clips / seconds,
+                          preloaded_clips_per_s=clips_mem / seconds_mem, data_wait_frac=waited / seconds)

@@ -126,7 +126,7 @@ class VideoPredictor:
         inputs = to_device(_pathways(batch, self.alpha) if self.alpha else batch, torch.device(self.device))
         return self.model(inputs).softmax(dim=1).mean(dim=0).cpu()
 
-    def _scored(self, reader, first: int, last: int, topk: int) -> dict:
+    def _scored(self, reader, first: int, last: int, *, topk: int) -> dict:
         """Top-k of frames ``[first, last)`` (temperature applied) and, with thresholds, the decision:
         a class name or None (abstain), or the list of classes over their thresholds."""
         raw = self._probs(reader, first, last)
@@ -149,7 +149,7 @@ class VideoPredictor:
         in seconds."""
         reader = open_video(path)
         try:
-            result = {"video": str(path), **self._scored(reader, 0, len(reader), topk),
+            result = {"video": str(path), **self._scored(reader, 0, len(reader), topk=topk),
                       "windows": [], "temperature": self.temperature}
             if window:
                 fps = reader.fps
@@ -157,7 +157,7 @@ class VideoPredictor:
                 for first in range(0, max(len(reader) - size, 0) + 1, step):
                     last = min(first + size, len(reader))
                     result["windows"].append({"start": round(first / fps, 3), "end": round(last / fps, 3),
-                                              **self._scored(reader, first, last, topk)})
+                                              **self._scored(reader, first, last, topk=topk)})
         finally:
             reader.close()
         return result

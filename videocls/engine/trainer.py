@@ -313,7 +313,9 @@ class Trainer:
             video = self.runtime.to_device(batch["video"])
             label = batch["label"].to(self.env.device, non_blocking=True)
             if self.mixup is not None:
-                video, label = self.mixup(video, label, batch_generator(t.seed, self.epoch, i, self.env.rank))
+                rng = batch_generator(seed=self.runtime.seed, epoch=self.epoch, batch_index=i,
+                                      rank=self.env.rank)
+                video, label = self.mixup(video, label, rng)
             with self._sync_context(i):
                 with self.runtime.autocast():
                     loss = self.criterion(self.train_model(video), label)
@@ -372,7 +374,8 @@ class Trainer:
         t, rt = self.cfg.trainer, self.runtime
         model = self.ema.module if self.ema is not None else self.model
         if t.precise_bn_batches:
-            recompute_bn_stats(model, self.train_loader, t.precise_bn_batches, self.env, rt.precision)
+            recompute_bn_stats(model, self.train_loader, num_batches=t.precise_bn_batches, env=self.env,
+                               precision=rt.precision)
         return evaluate(model, self.val_loader, self.env, aggregation=self.cfg.test.aggregation,
                         precision=rt.precision, max_views_per_batch=self.cfg.test.max_views_per_batch,
                         channels_last=rt.channels_last)

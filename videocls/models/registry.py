@@ -84,7 +84,7 @@ def register_model(
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = _Entry(builder, config, checkpoint_filter, init_2d)
+        _REGISTRY[name] = _Entry(builder, config, checkpoint_filter=checkpoint_filter, init_2d=init_2d)
         return builder
 
     return wrap
@@ -166,7 +166,7 @@ def create_model(
         if init_2d is not None:
             log.info("%s: loaded %s; init_2d=%s not read (the load replaces it)", name, pretrained, init_2d)
     elif init_2d is not None:
-        _init_from_2d(entry, name, model, init_2d)
+        _init_from_2d(entry, name, model, path=init_2d)
     if freeze or freeze_backbone:
         frozen = freeze_parts(model, list(freeze), backbone=freeze_backbone)
         log.info("%s: froze %d parameter tensors (%s)", name, len(frozen),
@@ -174,7 +174,7 @@ def create_model(
     return model
 
 
-def _init_from_2d(entry: _Entry, name: str, model: nn.Module, path: str | Path) -> None:
+def _init_from_2d(entry: _Entry, name: str, model: nn.Module, *, path: str | Path) -> None:
     if entry.init_2d is None:
         families = sorted(n for n, e in _REGISTRY.items() if e.init_2d is not None)
         raise ValueError(f"{name} has no 2D initialisation (init_2d={path}); models with one: {families}")
@@ -343,4 +343,5 @@ def convert_checkpoint(
         if os.path.exists(tmp):
             os.unlink(tmp)
     num_parameters = sum(p.numel() for p in model.parameters())
-    return ConvertedCheckpoint(dst, len(tensors), num_parameters, tensors[f"{prefix}.weight"].shape[0])
+    return ConvertedCheckpoint(dst, num_tensors=len(tensors), num_parameters=num_parameters,
+                               num_classes=tensors[f"{prefix}.weight"].shape[0])

@@ -65,6 +65,7 @@ class Bottleneck3d(nn.Module):
         in_channels: int,
         inner_channels: int,
         out_channels: int,
+        *,
         temporal_kernel: int,
         spatial_stride: int,
     ) -> None:
@@ -79,7 +80,7 @@ class Bottleneck3d(nn.Module):
         self.bn_c = nn.BatchNorm3d(out_channels)
         self.relu = nn.ReLU(inplace=True)
         if in_channels != out_channels or spatial_stride != 1:
-            self.shortcut = ConvBnAct3d(in_channels, out_channels, (1, 1, 1), stride, act=False)
+            self.shortcut = ConvBnAct3d(in_channels, out_channels, (1, 1, 1), stride=stride, act=False)
         else:
             self.shortcut = nn.Identity()
 
@@ -94,6 +95,7 @@ def make_res_stage(
     in_channels: int,
     inner_channels: int,
     out_channels: int,
+    *,
     num_blocks: int,
     temporal_kernels: Sequence[int],
     spatial_stride: int,
@@ -106,8 +108,8 @@ def make_res_stage(
                 in_channels if i == 0 else out_channels,
                 inner_channels,
                 out_channels,
-                temporal_kernels[i % len(temporal_kernels)],
-                spatial_stride if i == 0 else 1,
+                temporal_kernel=temporal_kernels[i % len(temporal_kernels)],
+                spatial_stride=spatial_stride if i == 0 else 1,
             )
             for i in range(num_blocks)
         )
@@ -134,7 +136,8 @@ def make_res_stages(
     for i, (num_blocks, kernels, extra) in enumerate(zip(stage_blocks, temporal_kernels, lateral_channels)):
         inner = width * 2**i
         stride = 1 if i == 0 else 2
-        stages.append(make_res_stage(in_channels + extra, inner, 4 * inner, num_blocks, kernels, stride))
+        stages.append(make_res_stage(in_channels + extra, inner, 4 * inner, num_blocks=num_blocks,
+                                     temporal_kernels=kernels, spatial_stride=stride))
         in_channels = 4 * inner
     return stages
 
