@@ -12,9 +12,8 @@ opened once before timing, so the one-off probe (cached on disk) is not counted.
 
 Printed per folder: bytes per video, CPU-ms per clip (median over rounds, and min-max),
 and how many times fewer CPU-seconds per clip than the first folder, the baseline (median
-of the per-round ratios). ``--decode-only``
-stops after decoding (no resize, crop or normalisation): what a worker costs when the
-transforms run on the GPU. A folder holds video files or folders of frame images.
+of the per-round ratios). ``--mode decode`` stops after decoding (no resize, crop or
+normalisation): what a worker costs when the transforms run on the GPU. A folder holds video files or folders of frame images.
 """
 
 from __future__ import annotations
@@ -54,9 +53,9 @@ def _uint8_frames(frames: torch.Tensor, rng: np.random.Generator, spatial_idx: i
     return frames
 
 
-def _dataset(paths: list[Path], backend: str, args) -> VideoClipDataset:
+def _dataset(paths: list[Path], backend: str, mode: str, args) -> VideoClipDataset:
     transform = (
-        _uint8_frames if args.decode_only
+        _uint8_frames if mode == "decode"
         else ClipTransform(args.crop, 256, 320, KINETICS_MEAN, KINETICS_STD, train=True)
     )
     return VideoClipDataset(
@@ -77,18 +76,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--backend", nargs="+", default=["auto"], choices=["auto", "decord", "pyav"],
                         help="the reader's backend: one for all folders, or one per folder")
-    parser.add_argument("--decode-only", action="store_true",
-                        help="no resize, crop or normalisation (as with GPU transforms)")
+    parser.add_argument("--mode", nargs="+", default=["full"], choices=["full", "decode"],
+                        help="full: decode + CPU transform; decode: no resize, crop or normalisation (as "
+                             "with GPU transforms); one for all folders, or one per folder")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # as in a loader worker
     for folder in args.folders:
         if not folder.is_dir():
             parser.error(f"{folder}: not a folder")
-    if len(args.backend) not in (1, len(args.folders)):
-        parser.error(f"give one --backend or one per folder ({len(args.folders)})")
-    backends = args.backend * len(args.folders) if len(args.backend) == 1 else args.backend
+    per_folder = {}
+    for option in ("backend", "mode"):
+        given = getattr(args, option)
+        if len(given) not in (1, len(args.folders)):
+            parser.error(f"give one --{option} or one per folder ({len(args.folders)})")
+        per_folder[option] = given * len(args.folders) if len(given) == 1 else given
+    backends, modes = per_folder["backend"], per_folder["mode"]
     entries = [_entries(folder) for folder in args.folders]
-    datasets = [_dataset(paths, backend, args) for paths, backend in zip(entries, backends)]
+    datasets = [_dataset(*spec, args) for spec in zip(entries, backends, modes)]
     for dataset in datasets:  # probe every file (or read the cached verdict) before timing
         for index in range(len(dataset)):
             item = dataset[index]
@@ -102,14 +106,14 @@ def main(argv: list[str] | None = None) -> int:
             for k in range(args.clips):
                 dataset[k % len(dataset)]
             costs.append((time.process_time() - start) / args.clips * 1000)
-    what = "decode only" if args.decode_only else f"decode + train transform, {args.crop} crop"
-    print(f"{args.frames}x{args.rate} clips, {what}, {args.rounds} rounds x {args.clips} clips per folder")
-    print(f"{'folder':<40} {'backend':>8} {'bytes/video':>12} {'CPU-ms/clip':>12} {'min-max':>15} "
-          f"{'first / this':>15}")
-    for folder, backend, paths, costs in zip(args.folders, backends, entries, cost):
+    print(f"{args.frames}x{args.rate} clips, {args.crop} crop, {args.rounds} rounds x {args.clips} clips "
+          "per folder (mode full: decode + CPU train transform; decode: decode only)")
+    print(f"{'folder':<40} {'backend':>8} {'mode':>6} {'bytes/video':>12} {'CPU-ms/clip':>12} "
+          f"{'min-max':>15} {'first / this':>15}")
+    for folder, backend, mode, paths, costs in zip(args.folders, backends, modes, entries, cost):
         fewer = statistics.median(b / c for c, b in zip(costs, cost[0]))
         size = sum(_size(p) for p in paths) / len(paths)
-        print(f"{str(folder):<40} {backend:>8} {size:>12,.0f} {statistics.median(costs):>12.1f} "
+        print(f"{str(folder):<40} {backend:>8} {mode:>6} {size:>12,.0f} {statistics.median(costs):>12.1f} "
               f"{min(costs):>7.1f}-{max(costs):<7.1f} {fewer:>14.2f}x")
     return 0
 

@@ -1,0 +1,46 @@
+"""tools/clip_cost.py: CPU-ms per training clip of several folders, taken in turns."""
+
+import contextlib
+import importlib.util
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rows_sizes_and_ratio(real_videos_dir, tmp_path):
+    """One row per folder, in order, with its mean bytes per video, its backend and mode; the
+    baseline's ratio to itself is 1.00x."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, names in ((a, ["g1.avi", "g2.avi"]), (b, ["g1.avi"])):
+        folder.mkdir()
+        for name in names:
+            shutil.copy(real_videos_dir / name, folder / name)
+    (a / "notes.txt").write_text("not a video")
+    argv = [str(a), str(b), "--frames", "4", "--rate", "2", "--crop", "32", "--clips", "2", "--rounds", "2",
+            "--backend", "auto", "pyav", "--mode", "decode"]
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert load_tool("clip_cost").main(argv) == 0
+    rows = [line.split() for line in out.getvalue().splitlines()[2:]]
+    sizes = {name: (real_videos_dir / name).stat().st_size for name in ("g1.avi", "g2.avi")}
+    assert [row[:3] for row in rows] == [[str(a), "auto", "decode"], [str(b), "pyav", "decode"]]
+    assert int(rows[0][3].replace(",", "")) == round((sizes["g1.avi"] + sizes["g2.avi"]) / 2)
+    assert int(rows[1][3].replace(",", "")) == sizes["g1.avi"]
+    assert rows[0][-1] == "1.00x" and float(rows[0][4]) > 0
+
+
+def test_one_backend_or_one_per_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_tool("clip_cost").main([str(tmp_path)] * 3 + ["--backend", "auto", "pyav"])
+    assert exit_info.value.code == 2
+    assert "give one --backend or one per folder (3)" in capsys.readouterr().err
