@@ -13,7 +13,8 @@ opened once before timing, so the one-off probe (cached on disk) is not counted.
 Printed per folder: bytes per video, CPU-ms per clip (median over rounds, and min-max),
 and how many times fewer CPU-seconds per clip than the first folder, the baseline (median
 of the per-round ratios). ``--mode decode`` stops after decoding (no resize, crop or
-normalisation): what a worker costs when the transforms run on the GPU. A folder holds video files or folders of frame images.
+normalisation): what a worker costs when the transforms run on the GPU. A folder holds
+video files or folders of frame images.
 """
 
 from __future__ import annotations
