@@ -41,12 +41,14 @@ def test_every_model_config_has_a_demo_size_and_every_registered_model_a_config(
     named = {compose_config([f"model={m}"]).model.name for m in MODEL_CONFIGS}
     assert set(list_models()) <= named
     # the three attention schemes of the TimeSformer paper's Table 1, one config each
-    attention = {m: compose_config([f"model={m}"]).model.attention for m in MODEL_CONFIGS if "timesformer" in m}
+    attention = {m: compose_config([f"model={m}"]).model.attention
+                 for m in MODEL_CONFIGS if "timesformer" in m}
     assert sorted(attention.values()) == ["divided_space_time", "joint_space_time", "space_only"]
 
 
 def test_the_demo_size_applies_only_with_size_demo():
-    full, demo = compose_config(["model=slowfast_r50"]), compose_config(["experiment=demo", "model=slowfast_r50"])
+    full = compose_config(["model=slowfast_r50"])
+    demo = compose_config(["experiment=demo", "model=slowfast_r50"])
     assert "width" not in full.model and (demo.model.width, demo.model.beta_inv) == (8, 4)
     assert compose_config(["model=slowfast_r50", "size=demo"]).model == demo.model  # no experiment needed
     override = compose_config(["experiment=demo", "model=i3d_r50", "model.width=16"]).model

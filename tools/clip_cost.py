@@ -57,7 +57,8 @@ def _uint8_frames(frames: torch.Tensor, rng: np.random.Generator, spatial_idx: i
 def _dataset(paths: list[Path], backend: str, mode: str, args) -> VideoClipDataset:
     transform = (
         _uint8_frames if mode == "decode"
-        else ClipTransform(args.crop, 256, 320, KINETICS_MEAN, KINETICS_STD, train=True)
+        else ClipTransform(crop_size=args.crop, min_short_side=256, max_short_side=320, mean=KINETICS_MEAN,
+                           std=KINETICS_STD, train=True)
     )
     return VideoClipDataset(
         [VideoRecord(str(p), 0) for p in paths], ClipSampler(args.frames, args.rate), transform, train=True,

@@ -13,7 +13,9 @@ import argparse
 
 from videocls.engine.runs import compare_table
 
-DEFAULT_METRICS = "video/top1,video/top5,video/mean_class_acc,clip/top1,train/loss,train_minutes,train_cpu_minutes"
+DEFAULT_METRICS = (
+    "video/top1,video/top5,video/mean_class_acc,clip/top1,train/loss,train_minutes,train_cpu_minutes"
+)
 
 
 def main() -> None:

@@ -19,7 +19,8 @@ LABELS = [0] * 900 + [1] * 100  # 90/10
 def _dataset(labels) -> VideoClipDataset:
     """A training dataset over records that are never decoded (only the sampler reads them)."""
     records = [VideoRecord(f"v{i}.mp4", label) for i, label in enumerate(labels)]
-    transform = ClipTransform(32, 32, 36, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), True)
+    transform = ClipTransform(crop_size=32, min_short_side=32, max_short_side=36, mean=(0.5,) * 3,
+                              std=(0.5,) * 3, train=True)
     return VideoClipDataset(records, ClipSampler(4, 2), transform, train=True)
 
 

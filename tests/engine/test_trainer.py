@@ -67,6 +67,7 @@ BAD_VALUES = [
     ("trainer.max_epochs", -1, "use an integer >= 1"),
     ("trainer.checkpoint_every_n_steps", -1, "use an integer >= 0"),
     ("test.num_clips", 0, "use an integer >= 1"),
+    ("test.max_views_per_batch", 0, "use an integer >= 1 or null"),
     ("test.num_crops", 2, "use 1 (centre crop) or 3"),
     ("data.num_frames", 0, "use an integer >= 1"),
     ("trainer.precision", 64, "use 32, bf16 or 16"),

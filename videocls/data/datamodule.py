@@ -138,7 +138,8 @@ class VideoData:
         """Short-side resize and crop of the test views; ``mean``/``std`` are the model's, used
         unless the data config sets its own."""
         side = self.test_short_side
-        return ClipTransform(self.test_crop, side, side, self._mean(mean), self._std(std), False)
+        return ClipTransform(crop_size=self.test_crop, min_short_side=side, max_short_side=side,
+                             mean=self._mean(mean), std=self._std(std), train=False)
 
     def _train_transform(self, mean, std) -> ClipTransform:
         lo, hi = self.train_short_side
@@ -153,7 +154,8 @@ class VideoData:
             if self.erase_prob > 0 else None
         )
         return ClipTransform(
-            self.train_crop, lo, hi, mean, std, True, self.flip, resized_crop, rand_augment, erasing,
+            crop_size=self.train_crop, min_short_side=lo, max_short_side=hi, mean=mean, std=std, train=True,
+            flip=self.flip, resized_crop=resized_crop, rand_augment=rand_augment, erasing=erasing,
             inverse_uniform_scale=self.train_scale_inverse_uniform,
         )
 

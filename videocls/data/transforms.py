@@ -79,7 +79,7 @@ def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -
     return (clip - mean_t) / std_t
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # seven values of one type: no positional calls
 class ClipTransform:
     """Training: scale jitter (uniform or inverse-uniform in the short side) + random crop (or
     RandomResizedCrop), flip, RandAugment, erasing.

@@ -50,6 +50,7 @@ def _problems(cfg: DictConfig, training: bool) -> list[str]:
     need("trainer.precision", lambda v: str(v) in PRECISIONS, "use 32, bf16 or 16")
     need("data.num_frames", lambda v: _int_at_least(v, 1), "use an integer >= 1")
     need("test.num_clips", lambda v: _int_at_least(v, 1), "use an integer >= 1")
+    need("test.max_views_per_batch", lambda v: _int_at_least(v, 1), "use an integer >= 1 or null")
     need("test.num_crops", lambda v: v in (1, 3),
          "use 1 (centre crop) or 3 (three crops along the long side)")
     need("test.batch_size", lambda v: _int_at_least(v, 1), "use an integer >= 1")

@@ -58,8 +58,7 @@ def load_model(
     (features never use the classifier) loads foreign weights with a new classifier for
     ``data.num_classes`` whatever theirs was; ``False`` keeps the evaluation rule.
 
-    Kept for callers of the old name (``engine/tester.py``); new code calls
-    ``load_run_or_weights`` itself.
+    Evaluation code calls ``load_run_or_weights`` itself (strict head).
     """
     return load_run_or_weights(target, overrides, strict_head=not any_head, device=device)
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from videocls.engine.amp import autocast
 from videocls.engine.distributed import DistEnv, all_reduce_sum_
-from videocls.engine.evaluator import to_device
+from videocls.engine.runtime import autocast, to_device
 from videocls.models.freezing import FROZEN_ATTRIBUTE
 
 

@@ -30,10 +30,9 @@ from videocls.engine.calibrate import (
 from videocls.engine.config_checks import check_config
 from videocls.engine.distributed import DistEnv, broadcast_object, init_distributed, shutdown
 from videocls.engine.evaluator import EvalResult, evaluate
-from videocls.engine.features import load_model
 from videocls.engine.logging import RunLogger
 from videocls.engine.report import format_results, write_results
-from videocls.engine.run_loading import LoadedRun
+from videocls.engine.run_loading import LoadedRun, load_run_or_weights
 from videocls.engine.runtime import Runtime
 from videocls.engine.thresholds import (
     holdout_check,
@@ -239,7 +238,7 @@ def tune_thresholds_checkpoint(
 ) -> dict | None:
     """Score the validation split of ``target`` with the test protocol, tune, store; rank 0 returns
     the stored record (with ``path`` and, with ``holdout``, a ``holdout_check``)."""
-    run = load_model(target, list(overrides), any_head=False)
+    run = load_run_or_weights(target, list(overrides))
     cfg, model, checkpoint, data = run.config, run.model, run.checkpoint, run.data
     env = init_distributed(cfg.trainer.device)
     try:

@@ -101,7 +101,8 @@ class Trainer:
         share_cpu_cores(self.env, self.data.num_workers)
         self.train_loader = build_loader(self.train_set, self.data.batch_size, train=True,
                                          class_balanced=self.data.class_balanced, **loader_args)
-        self.val_loader = build_loader(self.val_set, cfg.test.batch_size, train=False, **loader_args)
+        self.val_loader = build_loader(self.val_set, cfg.test.batch_size, train=False,
+                                       max_views_per_batch=cfg.test.max_views_per_batch, **loader_args)
 
         if self.runtime.channels_last:
             model = model.to(memory_format=torch.channels_last_3d)
