@@ -13,7 +13,8 @@ from videocls.data.datamodule import model_input
 from videocls.data.loader import build_loader
 from videocls.engine.distributed import DistEnv
 from videocls.engine.evaluator import score_views
-from videocls.engine.features import extract_features, load_features, load_model, pooled_classifier_input
+from videocls.engine.features import extract_features, load_features, pooled_classifier_input
+from videocls.engine.run_loading import load_run_or_weights
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,7 +42,7 @@ def test_the_classifier_maps_the_feature_to_the_logits(name, overrides):
 def _protocol_logits(tiny_run: Path):
     """Per video, the mean over the test views of the logits, from the evaluator (independent of
     the hook): the classifier is linear, so it must equal classifier(mean feature)."""
-    run = load_model(tiny_run, [])
+    run = load_run_or_weights(tiny_run, [], strict_head=False)
     cfg, model, data = run.config, run.model, run.data
     dataset = data.dataset("val", train=False, **model_input(model), num_clips=cfg.test.num_clips,
                            num_crops=cfg.test.num_crops, seed=cfg.trainer.seed)

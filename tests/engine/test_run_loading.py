@@ -15,7 +15,6 @@ from helpers import compose_config, tiny_overrides
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from videocls.engine.features import load_model
 from videocls.engine.run_loading import NotARunCheckpoint, load_pretrained, load_run, load_run_or_weights
 from videocls.engine.tester import evaluate_checkpoint
 
@@ -339,13 +338,12 @@ def test_one_loader_for_runs_and_foreign_weights(stored, tiny_run, tiny_syntheti
     with pytest.raises(ValueError, match=r"10 classes.*20|20.*10 classes"):  # never a random 20-way head
         load_run_or_weights(weights, [*overrides, "data.num_classes=20"])
     # Features take any head: a new 20-way classifier, every other tensor the file's.
-    for loaded in (load_run_or_weights(weights, [*overrides, "data.num_classes=20"], strict_head=False),
-                   load_model(weights, [*overrides, "data.num_classes=20"])):
-        tensors = loaded.model.state_dict()
-        head = f"{loaded.model.classifier_prefix}.weight"
-        assert tensors[head].shape[0] == 20 and loaded.data.num_classes == 20
-        assert all(torch.equal(v, state["model"][k]) for k, v in tensors.items() if k not in (
-            head, f"{loaded.model.classifier_prefix}.bias"))
+    loaded = load_run_or_weights(weights, [*overrides, "data.num_classes=20"], strict_head=False)
+    tensors = loaded.model.state_dict()
+    head = f"{loaded.model.classifier_prefix}.weight"
+    assert tensors[head].shape[0] == 20 and loaded.data.num_classes == 20
+    assert all(torch.equal(v, state["model"][k]) for k, v in tensors.items() if k not in (
+        head, f"{loaded.model.classifier_prefix}.bias"))
     # The any-head path checks the model keys as every load does (it used to call the builder itself).
     with pytest.raises(ValueError, match=re.escape("model.bogus is not an argument of i3d_r50")):
-        load_model(weights, [*overrides, "+model.bogus=3"])
+        load_run_or_weights(weights, [*overrides, "+model.bogus=3"], strict_head=False)

@@ -30,7 +30,7 @@ from videocls.data.datamodule import model_input
 from videocls.data.loader import collate_clips
 from videocls.engine.calibrate import _sha256
 from videocls.engine.distributed import DistEnv, barrier, broadcast_object, init_distributed, shutdown
-from videocls.engine.run_loading import LoadedRun, load_run_or_weights
+from videocls.engine.run_loading import load_run_or_weights
 from videocls.engine.runtime import autocast, to_device
 
 log = logging.getLogger(__name__)
@@ -49,18 +49,6 @@ class Features:
     @property
     def multilabel(self) -> bool:
         return self.labels.ndim == 2
-
-
-def load_model(
-    target: str | Path, overrides: list[str], *, any_head: bool = True, device: str = "cpu"
-) -> LoadedRun:
-    """``run_loading.load_run_or_weights`` with the classifier rule of features: ``any_head``
-    (features never use the classifier) loads foreign weights with a new classifier for
-    ``data.num_classes`` whatever theirs was; ``False`` keeps the evaluation rule.
-
-    Evaluation code calls ``load_run_or_weights`` itself (strict head).
-    """
-    return load_run_or_weights(target, overrides, strict_head=not any_head, device=device)
 
 
 def pooled_classifier_input(model: nn.Module):
