@@ -36,7 +36,7 @@ $(TEST_STAMP): $(STAMP) requirements/test-lock.txt
 # Lint first (ruff, configured in pyproject.toml): seconds, and it fails before a 10-minute run.
 test: $(TEST_STAMP)
 	$(PY) -m ruff check videocls tools tests
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 clean-outputs:
 	rm -rf outputs multirun
