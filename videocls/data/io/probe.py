@@ -185,6 +185,7 @@ def run_probe(path: str, index: PacketIndex) -> Probe:
         width=width,
         decord_failure=decord_failure,
         pyav_seekable=seekable,
+        num_keyframes=len(decoded_keys),
     )
 
 

@@ -7,6 +7,9 @@ rewritten with the newest record of each file. A record is valid for the file ke
 stores (:func:`file_key`: path, size, mtime, inode, ctime and a hash of the first and last
 64 KiB, so a file rewritten in place with its old size and mtime is probed again).
 
+Records of version 3 (written before the probe counted keyframes) are still served, with
+``num_keyframes`` unknown, so an existing cache is not probed again.
+
 The file is untrusted shared state: a line that is not a record of this version with
 fields of the right types is ignored, and the file is rewritten without it at the next
 append; a cache path that cannot be read or written (a directory, a FIFO, a device, a
@@ -32,7 +35,8 @@ from videocls.data.io.access import VideoDecodeError
 
 __all__ = ["Probe", "file_key", "lookup", "preload", "store"]
 
-VERSION = 3
+VERSION = 4
+_OLD_VERSIONS = (3,)  # read, never written: records without num_keyframes
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 
@@ -42,6 +46,8 @@ class Probe:
     """What a file really holds, and which random-access paths reproduce it.
 
     ``decord_failure`` is None when decord passed, else the reason it cannot serve the file.
+    ``num_keyframes``: the decoded frames flagged as keyframes (equal to ``num_frames`` on an
+    all-intra file), None when unknown (a record cached by an older version).
     """
 
     num_frames: int
@@ -51,6 +57,7 @@ class Probe:
     width: int
     decord_failure: str | None
     pyav_seekable: bool
+    num_keyframes: int | None = None
 
 
 _FINGERPRINT_BLOCK = 64 * 1024
@@ -93,7 +100,8 @@ _unwritable: set[Path] = set()
 _warned: set[Path] = set()
 _INT_FIELDS = ("size", "mtime_ns", "ino", "ctime_ns", "num_frames", "height", "width")
 _RECORD_FIELDS = {"v", "path", "fingerprint", "fps", "duration", "decord_failure", "pyav_seekable",
-                  *_INT_FIELDS}
+                  "num_keyframes", *_INT_FIELDS}
+_OLD_RECORD_FIELDS = _RECORD_FIELDS - {"num_keyframes"}
 
 
 def _cache_file() -> Path | None:
@@ -130,14 +138,19 @@ def _is_positive(value) -> bool:
 
 
 def _parse_record(record) -> tuple[str, tuple, Probe] | None:
-    """``(path, rest of the key, probe)`` of a valid record of this version, else None.
+    """``(path, rest of the key, probe)`` of a valid record of this version (or an old one still
+    read), else None.
     Every field is type-checked: a wrong-typed verdict would fail later, far from here."""
+    if record["v"] in _OLD_VERSIONS:
+        record = {**record, "num_keyframes": None} if set(record) == _OLD_RECORD_FIELDS else {}
+    keyframes = record.get("num_keyframes")
     if (
         set(record) != _RECORD_FIELDS
         or not isinstance(record["path"], str)
         or not isinstance(record["fingerprint"], str)
         or not all(_is_int(record[name]) for name in _INT_FIELDS)
         or min(record["num_frames"], record["height"], record["width"]) < 1
+        or not (keyframes is None or (_is_int(keyframes) and 0 <= keyframes <= record["num_frames"]))
         or not (_is_positive(record["fps"]) and _is_positive(record["duration"]))
         or not (record["decord_failure"] is None or isinstance(record["decord_failure"], str))
         or not isinstance(record["pyav_seekable"], bool)
@@ -157,8 +170,9 @@ def _parse_line(line: bytes) -> tuple[str, tuple, Probe] | None | bool:
         return None
     if not isinstance(record, dict):
         return None
-    if record.get("v") != VERSION:
-        return False if _is_int(record.get("v")) else None
+    version = record.get("v")
+    if version != VERSION and version not in _OLD_VERSIONS:
+        return False if _is_int(version) else None
     return _parse_record(record)
 
 

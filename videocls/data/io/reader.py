@@ -3,6 +3,12 @@
 * **Backend.** ``backend="auto"`` serves a file with decord (``get_batch`` on the sorted
   unique indices) when the probe (:mod:`~videocls.data.io.probe`) found it exact, else with
   PyAV (:mod:`~videocls.data.io.pyav`), and counts the reason in :func:`fallback_counts`.
+  All-intra files (every decoded frame a keyframe, as the probe counted them; e.g.
+  ``tools/prepare_videos.py --format fast``) go to PyAV's seek path even where decord passes:
+  decord pays for every seek (about 3.5 ms on 256-px frames), so there PyAV, seeking
+  straight to each sampled frame, costs about a third of the CPU (docs/PERFORMANCE.md,
+  "Training format"). That is a choice, not a fallback: it is not counted. Probes cached by
+  an older version do not know the keyframe count and keep decord.
   Indices are never passed beyond the real frame count (decord's ``get_batch`` can hang there).
 * **Processes.** A :class:`VideoReader` opens its decoder on first use in the process that
   uses it and drops it when pickled or when it finds itself in a forked child, so
@@ -83,7 +89,7 @@ class VideoReader:
 
     def _choose_backend(self, requested: str) -> str:
         failure = self._probe.decord_failure if load_decord() is not None else "unavailable"
-        if requested == "pyav":
+        if requested == "pyav" or (requested == "auto" and self._all_intra()):
             return "pyav"
         if failure is None:
             return "decord"
@@ -91,6 +97,11 @@ class VideoReader:
             raise VideoDecodeError(self.path, f"decord cannot serve it frame-accurately ({failure})")
         _count_fallback(failure)
         return "pyav"
+
+    def _all_intra(self) -> bool:
+        """Every frame a keyframe, and PyAV's seek path trusted on the file (module docstring)."""
+        probe = self._probe
+        return probe.pyav_seekable and probe.num_keyframes == probe.num_frames
 
     def __len__(self) -> int:
         return self._probe.num_frames
@@ -174,10 +185,10 @@ class VideoReader:
 
 def open_video(path: str | os.PathLike, backend: str = "auto", num_threads: int = 1):
     """Open ``path`` for frame-accurate random access: ``backend="auto"`` (decord where the
-    probe shows it exact, else PyAV), ``"decord"`` or ``"pyav"``; ``num_threads`` is decord's
-    thread count (PyAV keeps its defaults). A directory is read as a folder of frame images
-    (:class:`~videocls.data.io.frame_folder.FrameFolderReader`, same interface). Raises
-    :class:`VideoDecodeError` naming the file when it cannot be read."""
+    probe shows it exact, else PyAV; PyAV for all-intra files), ``"decord"`` or ``"pyav"``;
+    ``num_threads`` is decord's thread count (PyAV keeps its defaults). A directory is read
+    as a folder of frame images (:class:`~videocls.data.io.frame_folder.FrameFolderReader`,
+    same interface). Raises :class:`VideoDecodeError` naming the file when it cannot be read."""
     if os.path.isdir(path):
         return FrameFolderReader(path)
     return VideoReader(path, backend=backend, num_threads=num_threads)
