@@ -8,6 +8,7 @@ from pathlib import Path
 from videocls.data.annotations import FORMATS, read_annotations, read_classes
 from videocls.data.augment import RandAugment, RandomErasing, RandomResizedCrop
 from videocls.data.dataset import VideoClipDataset
+from videocls.data.gpu_transforms import DeferredTransform
 from videocls.data.sampling import ClipSampler
 from videocls.data.transforms import ClipTransform
 
@@ -57,12 +58,22 @@ class VideoData:
     std: tuple[float, float, float] | None = None
     max_retries: int = 10
     class_balanced: bool = False  # training draws every class equally often (with replacement)
+    # Repeated augmentation: k clips per training video from one decode (VideoClipDataset).
+    # batch_size stays in videos, so a step holds batch_size * k clips and the LR scaling
+    # (by videos, as VideoMAE's num_sample) is unchanged.
+    clips_per_video: int = 1
+    # true: the k clips are k augmentations of one temporal sample (VideoMAE's num_sample);
+    # false: each clip samples its own frames too (MAE-ST's repeat_aug).
+    clips_share_frames: bool = False
     synthetic: dict | None = None
+    gpu_transforms: bool = False  # uint8 from the workers, transforms on the device (dataset(on_device=True))
+    gpu_resize_short: int | None = None  # with gpu_transforms: workers shrink larger frames to it
 
     def __post_init__(self) -> None:
         minimum = {
             "num_classes": 1, "batch_size": 1, "num_frames": 1, "sampling_rate": 1, "num_workers": 0,
             "decode_threads": 1, "max_retries": 0, "train_crop": 1, "test_crop": 1, "test_short_side": 1,
+            "clips_per_video": 1,
         }
         for key, low in minimum.items():
             value = getattr(self, key)
@@ -108,12 +119,15 @@ class VideoData:
         num_crops: int = 1,
         seed: int = 0,
         frame_filter=None,
+        on_device: bool = False,
     ) -> VideoClipDataset:
         """``split`` is ``"train"`` or ``"val"``; ``train`` picks random vs test-view sampling.
 
         ``mean``, ``std`` and ``pathway_alpha`` (SlowFast's frame ratio: clips become ``[slow,
         fast]``) are the model's: pass ``**model_input(model)``. The data config never carries
-        them, so any ``model=X data=Y`` pair fits.
+        them, so any ``model=X data=Y`` pair fits. ``on_device``: the caller finishes the batches
+        on its device (``gpu_transforms.device_transform_of``), so with ``gpu_transforms`` the
+        workers ship uint8 (:class:`~videocls.data.gpu_transforms.DeferredTransform`).
         """
         annotation = {"train": self.train_list, "val": self.val_list}[split]
         records = read_annotations(annotation, self.format, root=self.root, classes=self._class_list(),
@@ -122,11 +136,19 @@ class VideoData:
             transform = self._train_transform(self._mean(mean), self._std(std))
         else:
             transform = self.test_transform(mean, std)
+        if on_device and self.gpu_transforms:
+            if train and getattr(self, "clips_per_video", 1) != 1:
+                raise ValueError("data.gpu_transforms=true takes data.clips_per_video=1 only (its clips "
+                                 "are not stacked yet); set one of them back")
+            transform = DeferredTransform(base=transform, resize_short=self.gpu_resize_short,
+                                          pathway_alpha=pathway_alpha)
+            pathway_alpha = None  # the device cuts the pathways, after its transform
         return VideoClipDataset(
             records, self.sampler(), transform, train=train, num_clips=num_clips, num_crops=num_crops,
             backend=self.backend, num_threads=self.decode_threads, slowfast_alpha=pathway_alpha,
             max_retries=self.max_retries, seed=seed, frame_filter=frame_filter,
             num_classes=self.num_classes if self.format == "multilabel" else None,
+            clips_per_video=self.clips_per_video if train else 1, share_frames=self.clips_share_frames,
         )
 
     def sampler(self) -> ClipSampler:

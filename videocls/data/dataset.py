@@ -1,6 +1,18 @@
 """Map-style video clip dataset: decode, sample, transform; bad files are skipped and counted.
 
-Training draws one random clip per item. Evaluation enumerates every view of every video
+Training draws one random clip per item, or with ``clips_per_video=k`` (repeated
+augmentation, as MAE-ST's ``repeat_aug`` and VideoMAE's ``num_sample`` fine-tuning) k clips
+of the same video, each with its own temporal sample and augmentation, from one opening of
+the file and one decode of the sorted union of their frames. With ``share_frames`` the k
+clips are k augmentations of the same frames (VideoMAE: one temporal sample, ``_aug_frame``
+applied k times), so the decode is one clip's. Such an item holds the k clips
+stacked (``video``: ``k x C x T x H x W``, each SlowFast pathway alike) and one label; the
+collate (:func:`~videocls.data.loader.collate_clips`) flattens a batch of B such items into
+``B * k`` clips, video-major (the k clips of a video adjacent), each with its video's label,
+as VideoMAE's and PySlowFast's ``multiple_samples_collate``. What counts is the video: the
+dataset's length, the samplers, an epoch, ``data.batch_size`` (videos per device and step)
+and so the LR scaling by the global batch are all in videos; the model sees ``batch_size * k``
+clips per step. Evaluation enumerates every view of every video
 (``num_clips`` temporal x ``num_crops`` spatial), so a ``DistributedSampler``-free shard
 of indices covers each view exactly once. A batch of test views is fetched with
 ``__getitems__``, which decodes each video once for all its views in the batch (the union
@@ -8,7 +20,9 @@ of their frames in one pass), resizes each clip once and cuts every crop from it
 evaluation loader (:func:`~videocls.data.loader.build_loader`) keeps a video's views in one
 batch. A single view (``dataset[i]``) goes through the same code and is the same tensor.
 
-Randomness comes from a generator seeded by ``(seed, epoch, index, attempt)``: the same item
+Randomness comes from a generator seeded by ``(seed, epoch, index, attempt)`` (the extra
+clips of a repeated item by ``(seed, epoch, index, attempt, j)``, so its first clip is the one
+``k=1`` draws): the same item
 of the same epoch gives the same clip whatever the worker count, which makes runs
 reproducible and resume after preemption exact.
 
@@ -70,6 +84,8 @@ class VideoClipDataset(Dataset):
         seed: int = 0,
         frame_filter: Callable[[torch.Tensor, np.random.Generator], torch.Tensor] | None = None,
         num_classes: int | None = None,
+        clips_per_video: int = 1,
+        share_frames: bool = False,
     ) -> None:
         if not records:
             raise ValueError("dataset has no videos")
@@ -84,6 +100,8 @@ class VideoClipDataset(Dataset):
                 f"test.num_clips (trainer.val_num_clips for validation) must be an integer >= 1, "
                 f"got {num_clips!r}"
             )
+        if isinstance(clips_per_video, bool) or not isinstance(clips_per_video, int) or clips_per_video < 1:
+            raise ValueError(f"data.clips_per_video must be an integer >= 1, got {clips_per_video!r}")
         if max_retries < 0:
             raise ValueError(f"data.max_retries must be >= 0, got {max_retries}")
         self.records = list(records)
@@ -99,6 +117,8 @@ class VideoClipDataset(Dataset):
         self.seed = seed
         self.frame_filter = frame_filter  # e.g. a robustness corruption of the decoded frames
         self.num_classes = num_classes  # set for multi-label data: labels become multi-hot vectors
+        self.clips_per_video = clips_per_video if train else 1  # a training setting; a test view is one clip
+        self.share_frames = share_frames
         self.epoch = 0
         # Here, in the main process: the workers forked from it inherit the probe verdicts.
         probe_cache.preload()
@@ -116,18 +136,29 @@ class VideoClipDataset(Dataset):
         clip_idx, spatial_idx = divmod(view, self.num_crops)
         return video_idx, clip_idx, spatial_idx
 
-    def _load_clip(self, record: VideoRecord, rng: np.random.Generator) -> torch.Tensor:
-        """One random training clip."""
+    def _load_clips(self, record: VideoRecord, rngs: list[np.random.Generator]) -> list:
+        """One random training clip per generator in ``rngs``: each draws its own frames and
+        augmentation, and the file is opened once and decoded once for all of them."""
         reader = open_video(record.path, backend=self.backend, num_threads=self.num_threads)
         try:
-            indices = self.sampler(len(reader), reader.fps, True, 0, 1, rng)
-            frames = reader.get_frames(indices.tolist())
+            num_frames, fps = len(reader), reader.fps
+            indices = {j: self.sampler(num_frames, fps, True, 0, 1, rng)
+                       for j, rng in enumerate(rngs[:1] if self.share_frames else rngs)}
+            indices.update({j: indices[0] for j in range(len(indices), len(rngs))})
+            if len(rngs) == 1:
+                frames = {0: reader.get_frames(indices[0].tolist())}
+            else:
+                frames = _decode_union(reader, indices)
         finally:
             reader.close()
-        if self.frame_filter is not None:
-            frames = self.frame_filter(frames, rng)
-        clip = self.transform(frames, rng=rng, spatial_idx=1)
-        return pack_pathways(clip, self.slowfast_alpha) if self.slowfast_alpha else clip
+        clips = []
+        for j, rng in enumerate(rngs):
+            clip_frames = frames[j]
+            if self.frame_filter is not None:
+                clip_frames = self.frame_filter(clip_frames, rng)
+            clip = self.transform(clip_frames, rng=rng, spatial_idx=1)
+            clips.append(pack_pathways(clip, self.slowfast_alpha) if self.slowfast_alpha else clip)
+        return clips
 
     def _decode_test_clips(
         self, record: VideoRecord, clips: list[int], skipped: list[tuple[str, str]]
@@ -232,13 +263,19 @@ class VideoClipDataset(Dataset):
         for attempt in range(self.max_retries + 1):
             record = self.records[video_idx]
             rng = np.random.default_rng([self.seed, self.epoch, index, attempt])
+            rngs = [rng] + [np.random.default_rng([self.seed, self.epoch, index, attempt, j])
+                            for j in range(1, self.clips_per_video)]
             try:
-                clip = self._load_clip(record, rng)
+                clips = self._load_clips(record, rngs)
             except BAD_VIDEO_ERRORS as error:
                 self._skip(record, error, skipped)
                 video_idx = int(rng.integers(len(self.records)))
                 continue
-            return self._item(clip, record, video_idx, 0, 0, True, skipped)
+            if len(clips) == 1:
+                return self._item(clips[0], record, video_idx, 0, 0, True, skipped)
+            item = self._item(_stack_clips(clips), record, video_idx, 0, 0, True, skipped)
+            item["clips_per_video"] = len(clips)  # the collate flattens the item into its clips
+            return item
         raise RuntimeError(
             f"{self.max_retries + 1} videos in a row could not be read; last: {skipped[-1][0]} "
             f"({skipped[-1][1]}). Check the dataset with tools/validate_dataset.py."
@@ -248,7 +285,9 @@ class VideoClipDataset(Dataset):
         self, record: VideoRecord, video_idx: int, clip_idx: int, spatial_idx: int, skipped: list
     ) -> dict:
         crop = self.transform.crop_size
-        clip = torch.zeros(3, self.sampler.num_frames, crop, crop)
+        # The dtype valid views have: uint8 when the device finishes them (gpu_transforms).
+        dtype = getattr(self.transform, "dtype", None)
+        clip = torch.zeros(3, self.sampler.num_frames, crop, crop, dtype=dtype)
         if self.slowfast_alpha:
             clip = pack_pathways(clip, self.slowfast_alpha)
         return self._item(clip, record, video_idx, clip_idx, spatial_idx, False, skipped)
@@ -265,6 +304,13 @@ class VideoClipDataset(Dataset):
             "valid": valid,
             "skipped": skipped,
         }
+
+
+def _stack_clips(clips: list) -> torch.Tensor | list[torch.Tensor]:
+    """k clips as one ``k x C x T x H x W`` tensor, or one such tensor per SlowFast pathway."""
+    if isinstance(clips[0], torch.Tensor):
+        return torch.stack(clips)
+    return [torch.stack(pathway) for pathway in zip(*clips, strict=True)]
 
 
 def _decode_union(reader, indices: dict[int, np.ndarray]) -> dict[int, torch.Tensor]:

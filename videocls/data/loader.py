@@ -6,6 +6,11 @@ run stopped. ``ShardedSampler`` does both and shuffles exactly like it (``seed +
 With per-item ``weights`` (``data.class_balanced``) it draws with replacement instead, under
 the same guarantees: one global order per ``seed + epoch``, disjoint rank shards, resumable.
 
+Repeated augmentation (``data.clips_per_video=k``): an item is one video holding k clips, and
+:func:`collate_clips` flattens a batch of B items into ``B * k`` clips. The samplers, the
+batch size, an epoch's batch count and the resume offset all count videos, so nothing here
+changes with k but the clips per batch.
+
 Evaluation batches keep each video's views together (``VideoBatchSampler``), so the dataset
 decodes every video once for all its views instead of once per view.
 """
@@ -118,10 +123,26 @@ def class_balanced_weights(labels: Sequence[int | Sequence[int]]) -> list[float]
     return [1.0 / min(counts[c] for c in video) for video in per_video]
 
 
+def _clips_of(sample: dict) -> list[dict]:
+    """A repeated-augmentation item (``clips_per_video`` k, ``video`` stacked k x ...) as its k
+    one-clip items, ``clip_idx`` 0..k-1, each with the video's label; any other item as is.
+    ``video[j]`` is a view: the clips are copied once, by the collate's own stacking."""
+    k = sample.get("clips_per_video")
+    if k is None:
+        return [sample]
+    video = sample["video"]
+    pathways = isinstance(video, list | tuple)
+    return [{**sample, "clip_idx": j, "video": [p[j] for p in video] if pathways else video[j]}
+            for j in range(k)]
+
+
 def collate_clips(samples: list[dict]) -> dict:
-    """Default collate, except ``skipped`` (variable-length list of (path, reason)) is concatenated."""
+    """Default collate, except ``skipped`` (variable-length list of (path, reason)) is concatenated,
+    and an item of ``k`` repeated clips (``clips_per_video``) becomes ``k`` consecutive rows."""
     skipped = [entry for s in samples for entry in s["skipped"]]
-    batch = default_collate([{k: v for k, v in s.items() if k != "skipped"} for s in samples])
+    samples = [clip for s in samples for clip in _clips_of(s)]
+    batch = default_collate([{k: v for k, v in s.items() if k not in ("skipped", "clips_per_video")}
+                             for s in samples])
     batch["skipped"] = skipped
     return batch
 

@@ -70,10 +70,18 @@ class Recipe:
     train_aug: str
     test_input: str
     test_head: str
+    # data.clips_per_video (repeated augmentation): the batch sizes above count videos, as the
+    # LR scaling does (VideoMAE's num_sample); each video gives this many clips to the step.
+    clips_per_video: int = 1
 
     @property
     def lr_per_sample(self) -> float:
+        """Per video of the global batch (per clip when ``clips_per_video`` is 1)."""
         return self.peak_lr / self.global_batch
+
+    @property
+    def clips_per_step(self) -> int:
+        return self.global_batch * self.clips_per_video
 
 
 def _build_model(cfg: DictConfig, device: str) -> torch.nn.Module:
@@ -184,7 +192,7 @@ def describe_recipe(
         gflops=gflops, gflops_source=gflops_source, clip=clip,
         train_aug=f"{crop}, flip {'on' if data.flip else 'off'}",
         test_input=f"short side {data.test_short_side}, {data.test_crop} crops",
-        test_head=_test_head(cfg),
+        test_head=_test_head(cfg), clips_per_video=int(data.get("clips_per_video", 1)),
     )
 
 
@@ -194,15 +202,18 @@ def format_recipe(r: Recipe) -> str:
     views = r.test_views[0] * r.test_views[1]
     gflops = f"{r.gflops:.1f} per view, {r.gflops * views:.0f} per test video" if r.gflops else "unknown"
     no_decay = f"{r.undecayed_tensors} tensors without weight decay" if r.undecayed_tensors else "none exempt"
+    unit = "clip" if r.clips_per_video == 1 else "video"
+    per_step = (f" = {r.global_batch} clips per step" if r.clips_per_video == 1 else
+                f" = {r.global_batch} videos per step, {r.clips_per_video} clips each"
+                f" (repeated augmentation) = {r.clips_per_step} clips")
     lines = [
         f"recipe            {r.experiment}",
         f"model             {r.model}: {r.params_m:.2f} M parameters",
         f"GFLOPs            {gflops} [{r.gflops_source}]",
         f"initialisation    {r.init}",
-        f"batch             {r.per_gpu_batch} per GPU x {r.gpus} GPUs x {r.accumulate} accumulated"
-        f" = {r.global_batch} clips per step",
+        f"batch             {r.per_gpu_batch} per GPU x {r.gpus} GPUs x {r.accumulate} accumulated{per_step}",
         f"optimiser         {r.optimizer}, peak LR {r.peak_lr:.6g}"
-        f" ({r.lr_per_sample:.4g} per clip of the global batch)",
+        f" ({r.lr_per_sample:.4g} per {unit} of the global batch)",
         f"weight decay      {r.weight_decay:g} on {r.decayed_tensors} tensors; {no_decay}",
         f"schedule          {r.schedule}, {r.max_epochs:g} epochs, {r.warmup_epochs:g} warm-up epochs;"
         f" steps per epoch {spe}",
