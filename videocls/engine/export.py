@@ -1,0 +1,294 @@
+"""Export a checkpoint to a self-contained, verified ONNX or ``torch.export`` artefact.
+
+``tools/export.py`` rebuilds the model exactly as ``tools/test.py`` does
+(:func:`videocls.engine.run_loading.load_run_or_weights`: its stored config, strict head, EMA
+weights when the run used them, nothing the checkpoint names instantiated) and writes a
+directory :class:`~videocls.engine.exported.ExportedModel` runs: the graph with its weights and
+``spec.json`` (frames, sampling, test short side and crop, mean/std, input layout, class names,
+and the temperature and decision thresholds ``tools/calibrate.py`` / ``tools/tune_thresholds.py``
+stored beside the checkpoint, if any).
+
+Before anything is written to ``--out`` the export is loaded back through ``ExportedModel`` and
+run on REAL clips: views of the run's validation videos (or of ``--video``), decoded by
+videocls's reader and made by the test transform, at batch 1 and at batch 2 (the batch
+dimension is dynamic). If any logit differs from PyTorch's by more than ``tolerance`` (1e-4,
+fp32) the export is refused with the difference, and nothing is left behind: it is built in a
+hidden directory beside ``--out`` and renamed into place only once verified.
+
+ONNX is written with the dynamo exporter (``torch.onnx.export(..., dynamo=True)``, opset 18),
+not the TorchScript tracer, because only it exports every family correctly: the tracer turns
+Inception I3D's TensorFlow-'SAME' padding arithmetic (``ceil(size / stride)`` on traced sizes)
+into ONNX integer division that rounds the wrong way, so its graph fails in onnxruntime with an
+empty temporal axis (measured); ``torch.export`` sees the sizes as the integers they are (only
+the batch is symbolic) and the padding becomes constants. SlowFast's two pathways are two
+inputs (``slow``, ``fast``), as the PyTorch model takes them; TimeSformer's attention exports
+as plain MatMul/Softmax. The tracer is also deprecated from torch 2.9. ``--format torch_export``
+writes ``torch.export.save``'s archive of the same program.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from videocls.data.datamodule import model_input
+from videocls.data.io.reader import open_video
+from videocls.data.sampling import pack_pathways
+from videocls.engine.calibrate import load_calibration
+from videocls.engine.exported import GRAPH_FILES, SPEC, ExportedModel
+from videocls.engine.run_loading import LoadedRun
+from videocls.engine.thresholds import load_thresholds
+
+log = logging.getLogger(__name__)
+
+TOLERANCE = 1e-4
+OPSET = 18
+MAX_BATCH = 4096
+
+
+class ExportMismatch(RuntimeError):
+    """The exported model's outputs differ from PyTorch's by more than the tolerance."""
+
+
+# ------------------------------------------------------------------------------ real clips
+def validation_clips(run: LoadedRun, count: int, *, video: str | Path | None = None,
+                     offset: int = 0) -> list:
+    """``count`` test views as the model takes them (a ``C T H W`` tensor, or ``[slow, fast]``):
+    one centre view of each of the run's validation videos from the ``offset``-th on, or of
+    ``video`` (``count`` clips spread over it). Decoded by videocls's reader, made by the run's
+    test transform; unreadable videos are skipped (the dataset says which)."""
+    model_args = model_input(run.model)
+    if video is not None:
+        reader = open_video(video)
+        try:
+            sampler = run.data.sampler()
+            transform = run.data.test_transform(model_args["mean"], model_args["std"])
+            clips = []
+            for clip_idx in range(count):
+                indices = sampler(len(reader), reader.fps, train=False, clip_idx=clip_idx, num_clips=count)
+                clip = transform(reader.get_frames(indices.tolist()), rng=np.random.default_rng(0),
+                                 spatial_idx=1)
+                alpha = model_args["pathway_alpha"]
+                clips.append(pack_pathways(clip, alpha) if alpha else clip)
+        finally:
+            reader.close()
+        return clips
+    dataset = run.data.dataset("val", train=False, **model_args, num_clips=1, num_crops=1)
+    clips = []
+    for index in range(offset, len(dataset)):
+        item = dataset[index]
+        if item["valid"]:
+            clips.append(item["video"])
+        if len(clips) == count:
+            return clips
+    raise ValueError(f"{run.data.val_list}: {len(clips)} readable validation videos from number {offset} on, "
+                     f"{count} needed (pass --video FILE for a real clip to check the export on)")
+
+
+def batch_of(clips: Sequence) -> torch.Tensor | list[torch.Tensor]:
+    """Clips stacked into the model's batch input (per pathway for SlowFast)."""
+    if isinstance(clips[0], (list, tuple)):
+        return [torch.stack([clip[p] for clip in clips]) for p in range(len(clips[0]))]
+    return torch.stack(list(clips))
+
+
+# ------------------------------------------------------------------------------ the spec
+def input_names(model: nn.Module) -> list[str]:
+    return ["slow", "fast"] if model_input(model)["pathway_alpha"] else ["video"]
+
+
+def build_spec(run: LoadedRun, example: torch.Tensor | list[torch.Tensor], *, fmt: str) -> dict:
+    """``spec.json``'s content for ``run`` (see :mod:`videocls.engine.exported`)."""
+    model_args = model_input(run.model)
+    transform = run.data.test_transform(model_args["mean"], model_args["std"])
+    tensors = example if isinstance(example, (list, tuple)) else [example]
+    calibration = load_calibration(run.checkpoint)
+    thresholds = load_thresholds(run.checkpoint)
+    return _finite({
+        "model": str(run.config.model.name),
+        "num_frames": run.data.num_frames, "sampling_rate": run.data.sampling_rate,
+        "sampling_mode": run.data.sampling_mode, "target_fps": run.data.target_fps, "pad": run.data.pad,
+        "short_side": run.data.test_short_side, "crop_size": run.data.test_crop,
+        "mean": [float(v) for v in transform.mean], "std": [float(v) for v in transform.std],
+        "input_layout": "B C T H W" + (", [slow, fast]" if len(tensors) == 2 else ""),
+        "inputs": [{"name": name, "shape": ["batch", *t.shape[1:]]}
+                   for name, t in zip(input_names(run.model), tensors)],
+        "pathway_alpha": model_args["pathway_alpha"],
+        "class_names": run.data.class_names(),
+        "temperature": calibration["temperature"] if calibration else None,
+        "thresholds": {k: v for k, v in thresholds.items() if k != "path"} if thresholds else None,
+        "format": fmt, "precision": "fp32", "graphs": {"fp32": GRAPH_FILES[(fmt, "fp32")]},
+        "source": {"checkpoint": str(run.checkpoint), "checkpoint_sha256": _sha256(run.checkpoint),
+                   "weights": run.weights,
+                   "calibration_file": calibration.get("path") if calibration else None,
+                   "thresholds_file": thresholds.get("path") if thresholds else None},
+        "exporter": {"torch": torch.__version__, "opset": OPSET if fmt == "onnx" else None},
+    })
+
+
+def _finite(node):
+    """JSON has no NaN/inf (and ``read_spec`` refuses them): non-finite numbers become null."""
+    if isinstance(node, dict):
+        return {k: _finite(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_finite(v) for v in node]
+    if isinstance(node, float) and not math.isfinite(node):
+        return None
+    return node
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_spec(directory: Path, spec: dict) -> None:
+    (directory / SPEC).write_text(json.dumps(spec, indent=2, allow_nan=False) + "\n")
+
+
+# ------------------------------------------------------------------------------ graphs
+def _dynamic_batch(example) -> tuple:
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    if isinstance(example, (list, tuple)):
+        return ([{0: batch} for _ in example],)
+    return ({0: batch},)
+
+
+def export_program(model: nn.Module, example) -> torch.export.ExportedProgram:
+    """``torch.export`` of the model in eval mode, batch dynamic (``example`` has batch >= 2:
+    a batch-1 example would specialise the graph to it)."""
+    with torch.no_grad():
+        return torch.export.export(model.eval(), (example,), dynamic_shapes=_dynamic_batch(example))
+
+
+def write_graph(model: nn.Module, example, path: Path, *, fmt: str) -> None:
+    """The graph with its weights at ``path`` (one file; see the module docstring for why dynamo)."""
+    program = export_program(model, example)
+    if fmt == "torch_export":
+        torch.export.save(program, path)
+        return
+    names = input_names(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's progress and deprecation chatter
+        onnx_program = torch.onnx.export(program, input_names=names, output_names=["logits"], dynamo=True,
+                                         opset_version=OPSET, optimize=True, verbose=False)
+    onnx_program.save(str(path), external_data=False)
+
+
+# ------------------------------------------------------------------------------ verification
+@torch.no_grad()
+def verify(exported: ExportedModel, model: nn.Module, clips: Sequence, *,
+           tolerance: float = TOLERANCE) -> dict:
+    """Run ``exported`` and ``model`` on ``clips`` at batch 1 and at batch ``len(clips)``; raise
+    :class:`ExportMismatch` when any logit differs by more than ``tolerance``. Returns the
+    numbers (``max_abs_diff``, the batch sizes, ``tolerance``)."""
+    model.eval()
+    worst, batches = 0.0, sorted({1, len(clips)})
+    for size in batches:
+        inputs = batch_of(clips[:size])
+        expected, got = model(inputs).float(), exported(inputs)
+        if got.shape != expected.shape:
+            raise ExportMismatch(f"{exported.path}: the export gives logits of shape {list(got.shape)} at "
+                                 f"batch {size}, PyTorch {list(expected.shape)}")
+        diff = (got - expected).abs().max().item()
+        if not diff <= tolerance:  # NaN fails too
+            raise ExportMismatch(
+                f"{exported.path}: the exported model's logits differ from PyTorch's by {diff:.3g} at batch "
+                f"{size} on real clips (tolerance {tolerance:g}, fp32); the export was not written")
+        worst = max(worst, diff)
+    return {"max_abs_diff": worst, "batch_sizes": batches, "tolerance": tolerance}
+
+
+# ------------------------------------------------------------------------------ the artefact
+def staging_dir(out: Path) -> Path:
+    """A hidden directory beside ``out`` (same file system, so the final rename is atomic)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the published export private
+    return staging
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Rename the verified ``staging`` directory to ``out``."""
+    if out.exists():
+        raise FileExistsError(f"{out} appeared while exporting; the export is left unwritten")
+    os.replace(staging, out)
+
+
+def check_out(out: Path) -> None:
+    if out.exists():
+        raise FileExistsError(f"{out} exists: choose a new --out directory (an export is never overwritten)")
+
+
+def export_run(run: LoadedRun, out: str | Path, *, fmt: str = "onnx", video: str | Path | None = None,
+               tolerance: float = TOLERANCE, quantize: str | None = None, calibration_clips: int = 32,
+               latency_repeats: int = 50, eval_overrides: dict | None = None) -> dict:
+    """Export ``run`` to ``out`` (which must not exist) and return its spec.
+
+    ``quantize="int8"`` (ONNX only) adds ``model.int8.onnx``, statically quantised on
+    ``calibration_clips`` validation clips, with its measured accuracy change and speed-up in
+    the spec (:mod:`videocls.engine.quantize`); the spec's ``precision`` is then ``int8``.
+    """
+    if fmt not in ("onnx", "torch_export"):
+        raise ValueError(f"--format {fmt!r}: use onnx or torch_export")
+    if quantize not in (None, "int8"):
+        raise ValueError(f"--quantize {quantize!r}: only int8 is supported")
+    if quantize and fmt != "onnx":
+        raise ValueError("--quantize int8 is for --format onnx (onnxruntime's static quantiser)")
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    out = Path(out)
+    check_out(out)
+    model = run.model.eval()
+    clips = validation_clips(run, 2, video=video)
+    example = batch_of(clips)
+    staging = staging_dir(out)
+    try:
+        spec = build_spec(run, example, fmt=fmt)
+        write_graph(model, example, staging / spec["graphs"]["fp32"], fmt=fmt)
+        write_spec(staging, spec)
+        checked = verify(ExportedModel.load(staging), model, clips, tolerance=tolerance)
+        spec["verification"] = {**checked, "clips": f"--video {video}" if video else run.data.val_list}
+        if quantize:
+            from videocls.engine.quantize import quantize_export
+
+            spec = quantize_export(run, staging, spec, calibration_clips=calibration_clips,
+                                   latency_repeats=latency_repeats, eval_overrides=eval_overrides)
+        write_spec(staging, spec)
+        ExportedModel.load(staging)  # the spec as written reads back
+        publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return spec
+
+
+def format_export(spec: dict, out: str | Path) -> str:
+    """What the tool prints: the verification and, with INT8, the measured comparison."""
+    v = spec["verification"]
+    lines = [f"exported {spec['model']} ({spec['format']}) to {out}",
+             f"  checked on real clips ({v['clips']}), batch {' and '.join(map(str, v['batch_sizes']))}: "
+             f"max |logit difference| {v['max_abs_diff']:.2e} <= {v['tolerance']:g}"]
+    q = spec.get("quantization")
+    if q:
+        from videocls.engine.quantize import format_quantization
+
+        lines.append(format_quantization(q))
+    return "\n".join(lines)
