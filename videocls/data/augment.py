@@ -213,11 +213,23 @@ class RandAugment:
     def __call__(self, clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         if clip.ndim != 4:
             raise ValueError(f"RandAugment expects a T C H W clip, got shape {tuple(clip.shape)}")
+        for op, level, sign in self.draw(rng):
+            clip = self.apply_op(clip, op, level, sign)
+        return clip
+
+    def draw(self, rng: np.random.Generator) -> list[tuple[str, float, float]]:
+        """The clip's ops as ``(op, level, sign)``, with ``level`` = magnitude / 10; the ops whose
+        probability draw failed are left out. Drawing everything first and applying after takes
+        the same values from ``rng`` as drawing while applying (ops draw nothing themselves),
+        which lets :mod:`videocls.data.gpu_transforms` draw in the worker and apply on the device."""
+        drawn = []
         for index in rng.integers(0, len(self.ops), size=self.num_ops):
             if rng.random() >= self.prob:
                 continue
-            clip = self._apply(clip, self.ops[index], self._sample_magnitude(rng) / _LEVEL_DENOM, rng)
-        return clip
+            level = self._sample_magnitude(rng) / _LEVEL_DENOM
+            sign = -1.0 if rng.random() < 0.5 else 1.0  # drawn for every op to keep the sequence simple
+            drawn.append((self.ops[index], level, sign))
+        return drawn
 
     def _sample_magnitude(self, rng: np.random.Generator) -> float:
         magnitude = self.magnitude
@@ -227,10 +239,10 @@ class RandAugment:
             magnitude = rng.normal(magnitude, self.magnitude_std)
         return min(max(magnitude, 0.0), self.magnitude_max)
 
-    def _apply(self, clip: torch.Tensor, op: str, level: float, rng: np.random.Generator) -> torch.Tensor:
-        """One op at ``level`` = magnitude / 10; the argument mappings are timm's."""
+    def apply_op(self, clip: torch.Tensor, op: str, level: float, sign: float) -> torch.Tensor:
+        """One op at ``level`` = magnitude / 10 with the direction ``sign`` (+-1) on ``T C H W``;
+        the argument mappings are timm's."""
         bound = 1.0 if clip.is_floating_point() else 255.0  # pixel thresholds below are in 0-255 units
-        sign = -1.0 if rng.random() < 0.5 else 1.0  # drawn for every op to keep the draw sequence simple
         if op == "AutoContrast":
             return _per_clip(TF.autocontrast, clip)
         if op == "Equalize":
@@ -316,10 +328,22 @@ class RandomErasing:
             raise ValueError(
                 f"RandomErasing expects a normalised float T C H W clip, got {clip.dtype} {tuple(clip.shape)}"
             )
-        if rng.random() >= self.prob:
+        boxes = self.draw(rng, *clip.shape[-3:])
+        if not boxes:
             return clip
         clip = clip.clone()
-        channels, height, width = clip.shape[-3:]
+        for top, left, h, w, fill in boxes:
+            clip[:, :, top : top + h, left : left + w] = fill.to(clip)
+        return clip
+
+    def draw(
+        self, rng: np.random.Generator, channels: int, height: int, width: int
+    ) -> list[tuple[int, int, int, int, torch.Tensor]]:
+        """The erased boxes of one clip as ``(top, left, h, w, fill)`` (``fill`` broadcasts to
+        ``channels x h x w``); empty when the probability draw fails."""
+        if rng.random() >= self.prob:
+            return []
+        boxes = []
         count = int(rng.integers(1, self.max_count + 1))
         log_aspect = (math.log(self.aspect[0]), math.log(self.aspect[1]))
         for _ in range(count):
@@ -331,9 +355,9 @@ class RandomErasing:
                 if h < height and w < width:
                     top = int(rng.integers(0, height - h + 1))
                     left = int(rng.integers(0, width - w + 1))
-                    clip[:, :, top : top + h, left : left + w] = self._fill(channels, h, w, rng).to(clip)
+                    boxes.append((top, left, h, w, self._fill(channels, h, w, rng)))
                     break
-        return clip
+        return boxes
 
     def _fill(self, channels: int, h: int, w: int, rng: np.random.Generator) -> torch.Tensor:
         if self.mode == "pixel":

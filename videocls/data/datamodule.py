@@ -8,6 +8,7 @@ from pathlib import Path
 from videocls.data.annotations import FORMATS, read_annotations, read_classes
 from videocls.data.augment import RandAugment, RandomErasing, RandomResizedCrop
 from videocls.data.dataset import VideoClipDataset
+from videocls.data.gpu_transforms import DeferredTransform
 from videocls.data.sampling import ClipSampler
 from videocls.data.transforms import ClipTransform
 
@@ -65,6 +66,8 @@ class VideoData:
     # false: each clip samples its own frames too (MAE-ST's repeat_aug).
     clips_share_frames: bool = False
     synthetic: dict | None = None
+    gpu_transforms: bool = False  # uint8 from the workers, transforms on the device (dataset(on_device=True))
+    gpu_resize_short: int | None = None  # with gpu_transforms: workers shrink larger frames to it
 
     def __post_init__(self) -> None:
         minimum = {
@@ -116,12 +119,15 @@ class VideoData:
         num_crops: int = 1,
         seed: int = 0,
         frame_filter=None,
+        on_device: bool = False,
     ) -> VideoClipDataset:
         """``split`` is ``"train"`` or ``"val"``; ``train`` picks random vs test-view sampling.
 
         ``mean``, ``std`` and ``pathway_alpha`` (SlowFast's frame ratio: clips become ``[slow,
         fast]``) are the model's: pass ``**model_input(model)``. The data config never carries
-        them, so any ``model=X data=Y`` pair fits.
+        them, so any ``model=X data=Y`` pair fits. ``on_device``: the caller finishes the batches
+        on its device (``gpu_transforms.device_transform_of``), so with ``gpu_transforms`` the
+        workers ship uint8 (:class:`~videocls.data.gpu_transforms.DeferredTransform`).
         """
         annotation = {"train": self.train_list, "val": self.val_list}[split]
         records = read_annotations(annotation, self.format, root=self.root, classes=self._class_list(),
@@ -130,6 +136,13 @@ class VideoData:
             transform = self._train_transform(self._mean(mean), self._std(std))
         else:
             transform = self.test_transform(mean, std)
+        if on_device and self.gpu_transforms:
+            if train and getattr(self, "clips_per_video", 1) != 1:
+                raise ValueError("data.gpu_transforms=true takes data.clips_per_video=1 only (its clips "
+                                 "are not stacked yet); set one of them back")
+            transform = DeferredTransform(base=transform, resize_short=self.gpu_resize_short,
+                                          pathway_alpha=pathway_alpha)
+            pathway_alpha = None  # the device cuts the pathways, after its transform
         return VideoClipDataset(
             records, self.sampler(), transform, train=train, num_clips=num_clips, num_crops=num_crops,
             backend=self.backend, num_threads=self.decode_threads, slowfast_alpha=pathway_alpha,

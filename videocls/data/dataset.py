@@ -285,7 +285,9 @@ class VideoClipDataset(Dataset):
         self, record: VideoRecord, video_idx: int, clip_idx: int, spatial_idx: int, skipped: list
     ) -> dict:
         crop = self.transform.crop_size
-        clip = torch.zeros(3, self.sampler.num_frames, crop, crop)
+        # The dtype valid views have: uint8 when the device finishes them (gpu_transforms).
+        dtype = getattr(self.transform, "dtype", None)
+        clip = torch.zeros(3, self.sampler.num_frames, crop, crop, dtype=dtype)
         if self.slowfast_alpha:
             clip = pack_pathways(clip, self.slowfast_alpha)
         return self._item(clip, record, video_idx, clip_idx, spatial_idx, False, skipped)

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from videocls.data.dataset import report_skipped
+from videocls.data.gpu_transforms import device_transform_of
 from videocls.engine.distributed import DistEnv, all_gather_objects
 from videocls.engine.runtime import autocast, to_device
 from videocls.metrics.classification import Aggregation, aggregate_views, mean_class_accuracy, topk_accuracy
@@ -71,8 +72,10 @@ def score_views(
         k: [] for k in ("logits", "label", "video_idx", "clip_idx", "spatial_idx", "valid")
     }
     skipped: list[tuple[str, str]] = []
+    finish = device_transform_of(loader.dataset)  # data.gpu_transforms: uint8 views, normalised here
     for batch in loader:
-        video = to_device(batch["video"], env.device, channels_last)
+        video = batch["video"] if finish is None else finish(batch["video"], env.device)
+        video = to_device(video, env.device, channels_last)
         with autocast(env.device, precision):
             logits = torch.cat([model(chunk) for chunk in _chunks(video, max_views_per_batch)])
         parts["logits"].append(logits.float().cpu())

@@ -104,7 +104,8 @@ def robustness(model: nn.Module, data: VideoData, tc: DictConfig, *, runtime: Ru
         for severity in SEVERITIES:
             frame_filter = functools.partial(_corrupt_clip, name=name, severity=severity)
             dataset = data.dataset("val", train=False, **model_input(model), num_clips=tc.robustness_clips,
-                                   num_crops=1, seed=runtime.seed, frame_filter=frame_filter)
+                                   num_crops=1, seed=runtime.seed, frame_filter=frame_filter,
+                                   on_device=True)
             result = _evaluate(model, dataset, data, tc, runtime=runtime, env=env)
             accuracy[(name, severity)] = result.video["top1"]
     return accuracy
@@ -127,9 +128,10 @@ def _evaluate(model: nn.Module, dataset: VideoClipDataset, data: VideoData, tc: 
 
 def evaluate_protocol(model: nn.Module, data: VideoData, tc: DictConfig, *, runtime: Runtime,
                       env: DistEnv) -> tuple[EvalResult, VideoClipDataset]:
-    """The validation split scored with the ``test`` protocol's views and aggregation (all ranks)."""
+    """The validation split scored with the ``test`` protocol's views and aggregation (all ranks);
+    with ``data.gpu_transforms`` the views are normalised on the model's device (the same tensors)."""
     dataset = data.dataset("val", train=False, **model_input(model), num_clips=tc.num_clips,
-                           num_crops=tc.num_crops, seed=runtime.seed)
+                           num_crops=tc.num_crops, seed=runtime.seed, on_device=True)
     return _evaluate(model, dataset, data, tc, runtime=runtime, env=env), dataset
 
 

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from videocls.data.datamodule import model_input
 from videocls.data.dataset import report_skipped
+from videocls.data.gpu_transforms import device_transform_of
 from videocls.data.loader import build_loader
 from videocls.data.mix import Mixup, batch_generator
 from videocls.engine.checkpoint import (
@@ -93,9 +94,11 @@ class Trainer:
         barrier()
         model = instantiate(cfg.model).to(self.env.device)
         # The model owns its input: normalisation and (SlowFast) its pathway ratio.
-        self.train_set = self.data.dataset("train", train=True, **model_input(model), seed=t.seed)
+        # on_device: with data.gpu_transforms the workers ship uint8 and _on_device finishes the batches.
+        self.train_set = self.data.dataset("train", train=True, **model_input(model), seed=t.seed,
+                                           on_device=True)
         self.val_set = self.data.dataset("val", train=False, **model_input(model), num_clips=t.val_num_clips,
-                                         num_crops=t.val_num_crops, seed=t.seed)
+                                         num_crops=t.val_num_crops, seed=t.seed, on_device=True)
         loader_args = dict(num_workers=self.data.num_workers, seed=t.seed, num_replicas=self.env.world_size,
                            rank=self.env.rank, pin_memory=self.env.device.type == "cuda")
         share_cpu_cores(self.env, self.data.num_workers)
@@ -294,6 +297,7 @@ class Trainer:
         self.train_set.set_epoch(self.epoch)
         self.train_loader.sampler.set_epoch(self.epoch, start=self.batches_done * self.data.batch_size)
         self.train_model.train()
+        finish = device_transform_of(self.train_loader.dataset)  # data.gpu_transforms
         total = self.batches_per_epoch
         bar = tqdm(total=total, initial=self.batches_done, desc=f"epoch {self.epoch}",
                    disable=not (self.env.is_main and sys.stderr.isatty()), leave=False)
@@ -311,7 +315,8 @@ class Trainer:
             report_skipped(batch["skipped"])  # one warning per video, not per item or worker
             for path, reason in batch["skipped"]:
                 self.skipped.setdefault(path, reason)
-            video = self.runtime.to_device(batch["video"])
+            video = batch["video"] if finish is None else finish(batch["video"], self.env.device)
+            video = self.runtime.to_device(video)
             label = batch["label"].to(self.env.device, non_blocking=True)
             if self.mixup is not None:
                 rng = batch_generator(seed=self.runtime.seed, epoch=self.epoch, batch_index=i,
@@ -375,8 +380,8 @@ class Trainer:
         t, rt = self.cfg.trainer, self.runtime
         model = self.ema.module if self.ema is not None else self.model
         if t.precise_bn_batches:
-            recompute_bn_stats(model, self.train_loader, num_batches=t.precise_bn_batches, env=self.env,
-                               precision=rt.precision)
+            recompute_bn_stats(model, _on_device(self.train_loader, self.env.device),
+                               num_batches=t.precise_bn_batches, env=self.env, precision=rt.precision)
         return evaluate(model, self.val_loader, self.env, aggregation=self.cfg.test.aggregation,
                         precision=rt.precision, max_views_per_batch=self.cfg.test.max_views_per_batch,
                         channels_last=rt.channels_last)
@@ -490,6 +495,15 @@ def cpu_seconds() -> float:
     """
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _on_device(loader, device: torch.device):
+    """``loader``'s batches with their clips finished on ``device`` when its dataset ships uint8
+    (``data.gpu_transforms``); for precise BN, which gives the model the batches as they come."""
+    finish = device_transform_of(loader.dataset)
+    if finish is None:
+        return loader
+    return ({**batch, "video": finish(batch["video"], device)} for batch in loader)
 
 
 def fit(cfg: DictConfig, run_dir: str | Path) -> dict | None:

@@ -1,0 +1,198 @@
+"""data.gpu_transforms: the workers ship uint8 and the device finishes the clips.
+
+Test views must be the CPU path's tensors bit for bit; training clips must draw the CPU path's
+parameters (identical clip for clip when the resampling is exact, and the same distributions
+measured from the pixels when it is not), with pixels at most one uint8 level apart."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import default_collate
+
+from videocls.data.augment import RandAugment, RandomErasing, RandomResizedCrop
+from videocls.data.datamodule import VideoData
+from videocls.data.gpu_transforms import DeferredTransform, device_transform_of
+from videocls.data.loader import build_loader
+from videocls.data.transforms import ClipTransform
+
+MEAN, STD = (0.45, 0.4, 0.35), (0.25, 0.2, 0.3)
+LEVEL = 1 / 255 / min(STD)  # one uint8 level in normalised units (the largest of the channels)
+
+
+def _transform(**kwargs) -> ClipTransform:
+    args = dict(crop_size=24, min_short_side=36, max_short_side=36, mean=MEAN, std=STD, train=True)
+    return ClipTransform(**{**args, **kwargs})
+
+
+def _both(base: ClipTransform, frames: torch.Tensor, seeds, resize_short=None):
+    """The CPU path's clips and the device path's, each clip from the same seed."""
+    deferred = DeferredTransform(base=base, resize_short=resize_short)
+    cpu = torch.stack([base(frames, np.random.default_rng(s)) for s in seeds])
+    payload = default_collate([deferred(frames, np.random.default_rng(s)) for s in seeds])
+    assert payload["frames"].dtype == torch.uint8
+    return cpu, deferred.on_device()(payload, "cpu")
+
+
+def _smooth_frames(t=4, h=36, w=50, seed=0) -> torch.Tensor:
+    """Smooth random content: the resize's rounding then differs by at most a level."""
+    coarse = torch.rand(t, 3, h // 6 + 2, w // 6 + 2, generator=torch.Generator().manual_seed(seed))
+    fine = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
+    return (fine.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def test_exact_geometry_makes_the_cpu_paths_clips_with_every_augmentation():
+    """No resampling (the jitter range is the frame's short side): crop, flip, RandAugment (all
+    ops, three per clip) and erasing (two boxes, ``rand`` colours) are the CPU path's exactly."""
+    generator = torch.Generator().manual_seed(1)
+    frames = torch.randint(0, 256, (4, 36, 50, 3), dtype=torch.uint8, generator=generator)
+    augment = RandAugment.from_string("rand-m9-n3-mstd0.5-p0.9", fill=(114,) * 3)
+    base = _transform(flip=True, rand_augment=augment,
+                      erasing=RandomErasing(prob=0.8, mode="rand", max_count=2))
+    cpu, device = _both(base, frames, range(16))
+    assert device.shape == cpu.shape == (16, 3, 4, 24, 24)
+    torch.testing.assert_close(device, cpu, rtol=0, atol=1e-6)
+
+
+def test_pixel_erasing_paints_the_cpu_paths_boxes_with_unit_noise():
+    frames = torch.full((4, 36, 50, 3), 128, dtype=torch.uint8)
+    base = _transform(erasing=RandomErasing(prob=1.0, mode="pixel"))
+    cpu, device = _both(base, frames, range(30))
+    flat = (128 / 255 - torch.tensor(MEAN)) / torch.tensor(STD)
+    erased_cpu = (cpu - flat.view(1, 3, 1, 1, 1)).abs() > 1e-5
+    erased_device = (device - flat.view(1, 3, 1, 1, 1)).abs() > 1e-5
+    assert torch.equal(erased_cpu, erased_device)  # the same boxes
+    noise = device[erased_device]
+    assert noise.numel() > 10_000
+    assert abs(noise.mean()) < 0.05 and abs(noise.std() - 1) < 0.05
+    assert torch.equal(device[:, :, 0], device[:, :, -1])  # a static occluder: the same in every frame
+
+
+@pytest.mark.parametrize("crop", ["jitter", "resized"])
+def test_resampled_clips_are_the_cpu_paths_float_resize(crop):
+    """Scale jitter + crop, or RandomResizedCrop, with flips: the CPU transform run on float
+    frames (PyTorch's float bilinear resize) is the device's clip; the CPU path proper (uint8
+    resize with fixed-point weights, rounded) is within one level of it."""
+    frames = _smooth_frames()
+    kwargs = ({"min_short_side": 40, "max_short_side": 56} if crop == "jitter" else
+              {"resized_crop": RandomResizedCrop(24, scale=(0.2, 1.0))})
+    base = _transform(flip=True, **kwargs)
+    cpu, device = _both(base, frames, range(24))
+    in_levels = _transform(flip=True, **kwargs, mean=tuple(255 * m for m in MEAN),
+                           std=tuple(255 * s for s in STD))
+    reference = torch.stack([in_levels(frames.float(), np.random.default_rng(s)) for s in range(24)])
+    torch.testing.assert_close(device, reference, rtol=0, atol=1e-5)
+    assert (device - cpu).abs().max() <= LEVEL * 1.001
+
+
+def _ramp_frames(h: int, w: int) -> torch.Tensor:
+    """Channel 0 encodes the column, channel 1 the row: the output tells where it was read from."""
+    x = torch.linspace(0, 255, w).view(1, w).expand(h, w)
+    y = torch.linspace(0, 255, h).view(h, 1).expand(h, w)
+    frame = torch.stack([x, y, torch.zeros(h, w)], dim=-1).round().to(torch.uint8)
+    return frame.expand(2, h, w, 3).contiguous()
+
+
+def _read_geometry(clips: torch.Tensor, h: int, w: int) -> dict[str, np.ndarray]:
+    """Per clip: where its crop starts, its extent (in source pixels) and whether it is flipped."""
+    unit = clips[:, :2, 0] * torch.tensor(STD[:2]).view(1, 2, 1, 1) + torch.tensor(MEAN[:2]).view(1, 2, 1, 1)
+    cols = unit[:, 0, :, :].mean(1) * (w - 1)  # B x crop: source column of each output column
+    rows = unit[:, 1, :, :].mean(2) * (h - 1)
+    n = clips.shape[-1]
+    return {"flip": (cols[:, -1] < cols[:, 0]).numpy(),
+            "width": ((cols[:, -1] - cols[:, 0]).abs() * n / (n - 1)).numpy(),
+            "height": ((rows[:, -1] - rows[:, 0]) * n / (n - 1)).numpy(),
+            "left": torch.minimum(cols[:, 0], cols[:, -1]).numpy(), "top": rows[:, 0].numpy()}
+
+
+def _ks(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic."""
+    grid = np.sort(np.concatenate([a, b]))
+    cdf = [np.searchsorted(np.sort(x), grid, side="right") / len(x) for x in (a, b)]
+    return float(np.abs(cdf[0] - cdf[1]).max())
+
+
+@pytest.mark.parametrize("crop", ["jitter", "resized"])
+def test_crop_scale_aspect_offset_and_flip_follow_the_cpu_paths_distributions(crop):
+    """Measured from the pixels, on frames larger than ``gpu_resize_short`` (resized twice on the
+    device path), with different seeds for the two paths: the same distributions."""
+    h, w, n = 96, 160, 250
+    frames = _ramp_frames(h, w)
+    kwargs = ({"min_short_side": 40, "max_short_side": 64} if crop == "jitter" else
+              {"resized_crop": RandomResizedCrop(24, scale=(0.08, 1.0))})
+    base = _transform(flip=True, **kwargs)
+    deferred = DeferredTransform(base=base, resize_short=64)
+    cpu = _read_geometry(torch.stack([base(frames, np.random.default_rng([1, s])) for s in range(n)]), h, w)
+    payload = default_collate([deferred(frames, np.random.default_rng([2, s])) for s in range(n)])
+    device = _read_geometry(deferred.on_device()(payload, "cpu"), h, w)
+    bound = 1.95 * math.sqrt(2 / n)  # KS at the 0.1% level
+    for key in ("width", "height", "left", "top"):
+        assert _ks(cpu[key], device[key]) < bound, key
+    if crop == "resized":
+        area = [x["width"] * x["height"] / (h * w) for x in (cpu, device)]
+        aspect = [np.log(x["width"] / x["height"]) for x in (cpu, device)]
+        assert _ks(*area) < bound and _ks(*aspect) < bound
+    assert abs(cpu["flip"].mean() - 0.5) < 0.1 and abs(device["flip"].mean() - 0.5) < 0.1
+
+
+def _data(tmp_path, paths, **kwargs) -> VideoData:
+    listed = tmp_path / "val.txt"
+    listed.write_text("".join(f"{path} {i % 2}\n" for i, path in enumerate(paths)))
+    return VideoData(train_list=str(listed), val_list=str(listed), num_classes=2, num_frames=4,
+                     sampling_rate=5, test_short_side=40, test_crop=32, num_workers=0, **kwargs)
+
+
+@pytest.mark.parametrize("alpha", [None, 2])
+def test_test_views_finished_on_the_device_are_the_cpu_views_bit_for_bit(real_videos_dir, tmp_path, alpha):
+    """Short-side resize + 3 crops + normalise, through both paths, SlowFast pathways included;
+    an unreadable video's placeholder views batch with the uint8 ones."""
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    paths = [real_videos_dir / "carphone_distorted.mp4", broken, real_videos_dir / "g1.avi"]
+    data = _data(tmp_path, paths, gpu_transforms=True)
+    args = dict(train=False, mean=MEAN, std=STD, pathway_alpha=alpha, num_clips=2, num_crops=3)
+    cpu, gpu = data.dataset("val", **args), data.dataset("val", **args, on_device=True)
+    assert device_transform_of(cpu) is None  # callers that do not finish batches get finished clips
+    finish = device_transform_of(gpu)
+    flags = []
+    for a, b in zip(build_loader(cpu, 8, 0, train=False), build_loader(gpu, 8, 0, train=False), strict=True):
+        assert b["video"].dtype == torch.uint8
+        out = finish(b["video"], "cpu")
+        valid = a["valid"].bool()
+        assert torch.equal(valid, b["valid"].bool())
+        for x, y in zip(*[v if alpha else [v] for v in (a["video"], out)], strict=True):
+            assert torch.equal(x[valid], y[valid])
+        flags.append(valid)
+    assert torch.cat(flags).any() and not torch.cat(flags).all()
+
+
+def test_a_training_step_with_gpu_transforms(tiny_synthetic, tmp_path):
+    """The trainer finishes uint8 batches on its device: the model sees the CPU path's clips
+    (statistics of the same items) and a step trains."""
+    from helpers import compose_config, tiny_overrides
+
+    from videocls.engine.trainer import Trainer
+
+    cfg = compose_config(tiny_overrides(tiny_synthetic, tmp_path / "run", "data.gpu_transforms=true",
+                                        "trainer.precise_bn_batches=1"))
+    trainer = Trainer(cfg, tmp_path / "run")
+    try:
+        finish = device_transform_of(trainer.train_set)
+        assert finish is not None
+        cpu_set = trainer.data.dataset("train", train=True, mean=finish.base.mean, std=finish.base.std,
+                                       seed=cfg.trainer.seed)
+        indices = list(range(8))
+        device = finish(default_collate([trainer.train_set[i]["video"] for i in indices]), "cpu")
+        cpu = torch.stack([cpu_set[i]["video"] for i in indices])
+        assert device.shape == cpu.shape
+        for dims in [(0, 2, 3, 4)]:
+            torch.testing.assert_close(device.mean(dims), cpu.mean(dims), atol=0.02, rtol=0)
+            torch.testing.assert_close(device.std(dims), cpu.std(dims), atol=0.02, rtol=0)
+        assert (device - cpu).abs().mean() < 0.1  # the same crops: pixel for pixel close
+        trainer.batches_per_epoch = 1  # one step
+        assert trainer.train_epoch(preempt=0)
+        assert trainer.global_step == 1
+        trainer.validate()  # precise BN and validation through the device transform
+    finally:
+        trainer.close()
