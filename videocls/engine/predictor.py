@@ -49,6 +49,16 @@ class Preprocessing:
                                  max_short_side=cfg.crop_size, mean=cfg.mean, std=cfg.std, train=False),
                    "model registry defaults")
 
+    @classmethod
+    def from_export_spec(cls, spec: dict) -> Preprocessing:
+        """The views an export directory's ``spec.json`` records (its run's test views)."""
+        side = spec["short_side"]
+        return cls(ClipSampler(spec["num_frames"], spec["sampling_rate"], spec["sampling_mode"],
+                               spec.get("target_fps"), spec["pad"]),
+                   ClipTransform(crop_size=spec["crop_size"], min_short_side=side, max_short_side=side,
+                                 mean=tuple(spec["mean"]), std=tuple(spec["std"]), train=False),
+                   f"export spec of {spec['model']}, {spec['format']} {spec['precision']}")
+
     def override(self, num_frames: int | None = None, sampling_rate: int | None = None,
                  sampling_mode: str | None = None, short_side: int | None = None,
                  crop_size: int | None = None, pad: str | None = None) -> Preprocessing:
@@ -89,28 +99,31 @@ class VideoPredictor:
     thresholds: dict | None = None  # a record of videocls.engine.thresholds.load_thresholds
 
     def __post_init__(self) -> None:
-        self.model.eval().to(self.device)
         if torch.device(self.device).type == "cpu":
             torch.set_flush_denormal(True)  # see videocls.engine.distributed.init_distributed
-        if self.preprocessing is None:
-            self.preprocessing = Preprocessing.from_model_config(self.model.default_config)
-        # The built model's own alpha (a model.alpha override included), asked as the datasets ask it.
-        self.alpha = model_input(self.model)["pathway_alpha"]
+        if isinstance(self.model, nn.Module):
+            self.model.eval().to(self.device)
+            if self.preprocessing is None:
+                self.preprocessing = Preprocessing.from_model_config(self.model.default_config)
+            # The built model's own alpha (a model.alpha override included), asked as the datasets ask it.
+            self.alpha = model_input(self.model)["pathway_alpha"]
+            outputs = num_outputs(self.model)
+        else:  # an ExportedModel (videocls.engine.exported): its spec.json holds all of this
+            self.preprocessing = self.preprocessing or Preprocessing.from_export_spec(self.model.spec)
+            self.alpha, outputs = self.model.spec["pathway_alpha"], self.model.num_classes
         if self.num_crops not in (1, 3):  # the test views' layout: centre, or left/centre/right
             raise ValueError(f"num_crops={self.num_crops}: use 1 (centre crop) "
                              "or 3 (three crops along the long side)")
-        outputs = num_outputs(self.model)
         if len(self.class_names) != outputs:
             raise ValueError(f"{len(self.class_names)} class names for a model with {outputs} outputs")
 
     def describe(self) -> str:
         """What the predictions are made from, for the user."""
         temperature = "no temperature" if self.temperature is None else f"temperature {self.temperature:.4f}"
-        thresholds = (f"; {self.thresholds['kind']} thresholds from {self.thresholds['path']}"
-                      if self.thresholds else "")
+        source = self.thresholds.get("path", "the export's spec") if self.thresholds else ""
+        thresholds = f"; {self.thresholds['kind']} thresholds from {source}" if self.thresholds else ""
         return f"views: {self.preprocessing.describe()}; {temperature}{thresholds}"
 
-    @torch.no_grad()
     def _probs(self, reader, first: int, last: int) -> torch.Tensor:
         """Mean class probabilities over the views of frames ``[first, last)``."""
         sampler, transform = self.preprocessing.sampler, self.preprocessing.transform
@@ -122,14 +135,27 @@ class VideoPredictor:
             for crop in range(self.num_crops):
                 spatial = crop if self.num_crops == 3 else 1
                 views.append(transform(frames, rng=np.random.default_rng(0), spatial_idx=spatial))
-        batch = torch.stack(views)
-        inputs = to_device(_pathways(batch, self.alpha) if self.alpha else batch, torch.device(self.device))
-        return self.model(inputs).softmax(dim=1).mean(dim=0).cpu()
+        return self.mean_probs(torch.stack(views))
+
+    @torch.no_grad()
+    def mean_probs(self, views: torch.Tensor) -> torch.Tensor:
+        """Class probabilities averaged over ``views`` (``V x C x T x H x W``, already transformed:
+        a SlowFast model's pathways are cut here), before any temperature."""
+        inputs = _pathways(views, self.alpha) if self.alpha else views
+        if not isinstance(self.model, nn.Module):  # an exported artefact runs where it was loaded
+            return self.model(inputs).float().softmax(dim=1).mean(dim=0).cpu()
+        return self.model(to_device(inputs, torch.device(self.device))).softmax(dim=1).mean(dim=0).cpu()
+
+    def score_views(self, views: torch.Tensor, *, topk: int = 5) -> dict:
+        """:meth:`_scored` of views made elsewhere (the stream's ring buffer)."""
+        return self._score(self.mean_probs(views), topk=topk)
 
     def _scored(self, reader, first: int, last: int, *, topk: int) -> dict:
-        """Top-k of frames ``[first, last)`` (temperature applied) and, with thresholds, the decision:
+        return self._score(self._probs(reader, first, last), topk=topk)
+
+    def _score(self, raw: torch.Tensor, *, topk: int) -> dict:
+        """Top-k of the probabilities ``raw`` (temperature applied) and, with thresholds, the decision:
         a class name or None (abstain), or the list of classes over their thresholds."""
-        raw = self._probs(reader, first, last)
         probs = apply_temperature(raw, self.temperature) if self.temperature is not None else raw
         scored = {"topk": self._topk(probs, topk)}
         if self.thresholds is not None:  # tuned on the plain probabilities, their temperature inside
@@ -213,6 +239,21 @@ def load_predictor(weights: str | Path, model_name: str | None = None,
                           preprocessing=preprocessing.override(**overrides),
                           temperature=calibration["temperature"] if calibration else None,
                           thresholds=load_thresholds(checkpoint) if calibrated else None)
+
+
+def load_exported_predictor(path: str | Path, *, precision: str | None = None, num_clips: int = 3,
+                            num_crops: int = 3, calibrated: bool = True, **overrides) -> VideoPredictor:
+    """A predictor for the export directory ``path`` (``tools/export.py``): its graph
+    (``precision`` "fp32" or "int8", default the spec's), class names, views, and the
+    temperature and thresholds its spec recorded unless ``calibrated`` is False."""
+    from videocls.engine.exported import ExportedModel  # onnxruntime only when an export is used
+
+    model = ExportedModel.load(path, precision=precision)
+    spec = model.spec
+    return VideoPredictor(model, list(spec["class_names"]), num_clips=num_clips, num_crops=num_crops,
+                          preprocessing=Preprocessing.from_export_spec(spec).override(**overrides),
+                          temperature=spec["temperature"] if calibrated else None,
+                          thresholds=spec["thresholds"] if calibrated else None)
 
 
 def _class_names(classes: str | Path | list[str] | None) -> tuple[list[str] | None, str]:
