@@ -6,6 +6,14 @@
     python tools/benchmark.py pipeline data=kinetics400 data.root=/data/k400 model=i3d_r50 \
         data.num_workers=8 trainer.precision=bf16 --steps 50
 
+    python tools/benchmark.py latency --model i3d_r50 slowfast_r50 --size demo
+    python tools/benchmark.py latency --model i3d_r50 --size demo --onnx exports/demo --int8
+
+`latency` times one clip at batch 1 (p50/p95 ms and sustained decisions/s, what a live
+stream is sized by) for fp32, bf16 (fp16 too on CUDA) and, with --onnx DIR (a tools/export.py
+directory of the same model and size), its fp32 and --int8 graphs through onnxruntime.
+Full-size models on a CPU take seconds a clip: use few --repeats.
+
 `pipeline` runs real training steps of the composed config (any tools/train.py overrides),
 fed first by its loader and then by the same batches held in memory, and prints both clips/s,
 their ratio and the fraction of time spent waiting for data: size data.num_workers (and the
@@ -18,6 +26,7 @@ from pathlib import Path
 import torch
 
 from videocls.engine.benchmark import benchmark_data, benchmark_model, benchmark_pipeline, readable_videos
+from videocls.engine.latency import Latency, benchmark_latency
 from videocls.engine.runtime import Runtime
 
 DEFAULT_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "real-videos"
@@ -61,7 +70,37 @@ def main() -> None:
     pipeline.add_argument("--steps", type=int, default=20)
     pipeline.add_argument("--warmup", type=int, default=3)
     pipeline.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    latency = sub.add_parser("latency", help="batch-1 decision latency: torch precisions and exports")
+    latency.add_argument("--model", nargs="+", required=True, help="registered model name(s)")
+    latency.add_argument("--size", choices=("full", "demo"), default="full")
+    latency.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    latency.add_argument("--precision", nargs="+", choices=["32", "bf16", "16"],
+                         help="autocast precisions (default: 32 and bf16; on CUDA 16 too)")
+    latency.add_argument("--onnx", type=Path, help="an export directory of the model (tools/export.py)")
+    latency.add_argument("--int8", action="store_true", help="also the export's INT8 graph")
+    latency.add_argument("--repeats", type=int, default=20)
+    latency.add_argument("--warmup", type=int, default=3)
+    latency.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime alike")
     args = parser.parse_args()
+
+    if args.what == "latency":
+        if args.int8 and args.onnx is None:
+            parser.error("--int8 times the INT8 graph of an export: give --onnx DIR")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        print(f"# batch 1, {args.repeats} timed calls after {args.warmup}, {torch.get_num_threads()} "
+              f"CPU thread(s), device {args.device}")
+        print(Latency.header())
+        for name in args.model:
+            results = benchmark_latency(name, size=args.size, device=args.device, precisions=args.precision,
+                                        export_dir=args.onnx, int8=args.int8, repeats=args.repeats,
+                                        warmup=args.warmup, threads=args.threads)
+            for result in results:
+                print(result.row(), flush=True)
+            for other in results[1:]:
+                print(f"speed-up {other.name} over {results[0].name}: "
+                      f"{results[0].p50_ms / other.p50_ms:.2f}x (p50)")
+        return
 
     if args.what == "pipeline":
         from hydra import compose, initialize_config_dir
