@@ -141,6 +141,10 @@ def test_official_checkpoint_gives_hugging_face_and_reference_logits(tmp_path, h
     model = create_model("videomae_vit_b", pretrained=path, num_classes=NUM_CLASSES, **TINY).eval()
     with torch.no_grad():
         torch.testing.assert_close(model(clip), expected, atol=1e-4, rtol=0)
+    torch.save({"module": official, "epoch": 74}, path)  # DeepSpeed's file (VideoMAEv2)
+    model = create_model("videomae_vit_b", pretrained=path, num_classes=NUM_CLASSES, **TINY).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(clip), expected, atol=1e-4, rtol=0)
     # DeepSpeed's "module" dict and DDP / backbone prefixes: the same keys once unwrapped
     for prefix in ("module.", "backbone.", "encoder."):
         mapped = checkpoint_filter({prefix + k: v for k, v in official.items()}, model)

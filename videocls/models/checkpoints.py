@@ -21,7 +21,7 @@ from videocls.models.layers.types import StateDict
 
 # Wrapper keys used by the checkpoints we read: videocls ("model"), PySlowFast/pytorchvideo and
 # official TimeSformer ("model_state"), Lightning/Hugging Face exports ("state_dict").
-_WRAPPER_KEYS = ("model_state", "model", "state_dict")
+_WRAPPER_KEYS = ("model_state", "model", "state_dict", "module")  # module: DeepSpeed (VideoMAE/VideoMAEv2)
 
 
 class RefusedGlobalError(pickle.UnpicklingError):
