@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from videocls.data.datamodule import model_input
+from videocls.data.datamodule import VideoData, model_input
 from videocls.data.io.reader import open_video
 from videocls.data.sampling import pack_pathways
 from videocls.engine.calibrate import load_calibration
@@ -63,13 +63,14 @@ class ExportMismatch(RuntimeError):
 
 
 # ------------------------------------------------------------------------------ real clips
-def validation_clips(run: LoadedRun, count: int, *, video: str | Path | None = None,
-                     offset: int = 0) -> list:
+def validation_clips(run: LoadedRun, count: int, *, video: str | Path | None = None) -> list:
     """``count`` test views as the model takes them (a ``C T H W`` tensor, or ``[slow, fast]``):
-    one centre view of each of the run's validation videos from the ``offset``-th on, or of
-    ``video`` (``count`` clips spread over it). Decoded by videocls's reader, made by the run's
-    test transform; unreadable videos are skipped (the dataset says which)."""
+    the centre view of ``count`` validation videos spread evenly over the run's list (a list
+    sorted by class gives every part of it), or ``count`` clips spread over ``video``. Decoded
+    by videocls's reader and made by the run's test transform; an unreadable video is replaced
+    by the next one (the dataset reports it)."""
     model_args = model_input(run.model)
+    alpha = model_args["pathway_alpha"]
     if video is not None:
         reader = open_video(video)
         try:
@@ -80,21 +81,26 @@ def validation_clips(run: LoadedRun, count: int, *, video: str | Path | None = N
                 indices = sampler(len(reader), reader.fps, train=False, clip_idx=clip_idx, num_clips=count)
                 clip = transform(reader.get_frames(indices.tolist()), rng=np.random.default_rng(0),
                                  spatial_idx=1)
-                alpha = model_args["pathway_alpha"]
                 clips.append(pack_pathways(clip, alpha) if alpha else clip)
         finally:
             reader.close()
         return clips
     dataset = run.data.dataset("val", train=False, **model_args, num_clips=1, num_crops=1)
-    clips = []
-    for index in range(offset, len(dataset)):
-        item = dataset[index]
-        if item["valid"]:
-            clips.append(item["video"])
-        if len(clips) == count:
-            return clips
-    raise ValueError(f"{run.data.val_list}: {len(clips)} readable validation videos from number {offset} on, "
-                     f"{count} needed (pass --video FILE for a real clip to check the export on)")
+    total = len(dataset)
+    clips, taken = [], set()
+    for start in np.linspace(0, total, num=min(count, total), endpoint=False).astype(int).tolist():
+        index = next((i for i in range(start, total) if i not in taken), None)
+        while index is not None:
+            taken.add(index)
+            item = dataset[index]
+            if item["valid"]:
+                clips.append(item["video"])
+                break
+            index = next((i for i in range(index + 1, total) if i not in taken), None)
+    if len(clips) < count:
+        raise ValueError(f"{run.data.val_list}: {len(clips)} readable validation videos, {count} needed "
+                         "(pass --video FILE for a real clip to check the export on, or fewer clips)")
+    return clips
 
 
 def batch_of(clips: Sequence) -> torch.Tensor | list[torch.Tensor]:
@@ -109,33 +115,44 @@ def input_names(model: nn.Module) -> list[str]:
     return ["slow", "fast"] if model_input(model)["pathway_alpha"] else ["video"]
 
 
-def build_spec(run: LoadedRun, example: torch.Tensor | list[torch.Tensor], *, fmt: str) -> dict:
-    """``spec.json``'s content for ``run`` (see :mod:`videocls.engine.exported`)."""
-    model_args = model_input(run.model)
-    transform = run.data.test_transform(model_args["mean"], model_args["std"])
+def input_spec(model: nn.Module, example, *, name: str, data: VideoData, fmt: str) -> dict:
+    """What a caller needs to make ``model``'s input from a video: ``data``'s test sampling and
+    views with the model's normalisation (unless the data sets its own), and the input layout."""
+    model_args = model_input(model)
+    transform = data.test_transform(model_args["mean"], model_args["std"])
     tensors = example if isinstance(example, (list, tuple)) else [example]
-    calibration = load_calibration(run.checkpoint)
-    thresholds = load_thresholds(run.checkpoint)
-    return _finite({
-        "model": str(run.config.model.name),
-        "num_frames": run.data.num_frames, "sampling_rate": run.data.sampling_rate,
-        "sampling_mode": run.data.sampling_mode, "target_fps": run.data.target_fps, "pad": run.data.pad,
-        "short_side": run.data.test_short_side, "crop_size": run.data.test_crop,
+    return {
+        "model": name,
+        "num_frames": data.num_frames, "sampling_rate": data.sampling_rate,
+        "sampling_mode": data.sampling_mode, "target_fps": data.target_fps, "pad": data.pad,
+        "short_side": data.test_short_side, "crop_size": data.test_crop,
         "mean": [float(v) for v in transform.mean], "std": [float(v) for v in transform.std],
         "input_layout": "B C T H W" + (", [slow, fast]" if len(tensors) == 2 else ""),
-        "inputs": [{"name": name, "shape": ["batch", *t.shape[1:]]}
-                   for name, t in zip(input_names(run.model), tensors)],
+        "inputs": [{"name": n, "shape": ["batch", *t.shape[1:]]}
+                   for n, t in zip(input_names(model), tensors)],
         "pathway_alpha": model_args["pathway_alpha"],
-        "class_names": run.data.class_names(),
+        "class_names": data.class_names(),
+        "temperature": None, "thresholds": None,
+        "format": fmt, "precision": "fp32", "graphs": {"fp32": GRAPH_FILES[(fmt, "fp32")]},
+        "exporter": {"torch": torch.__version__, "opset": OPSET if fmt == "onnx" else None},
+    }
+
+
+def build_spec(run: LoadedRun, example: torch.Tensor | list[torch.Tensor], *, fmt: str) -> dict:
+    """``spec.json``'s content for ``run`` (see :mod:`videocls.engine.exported`): its input spec,
+    and the temperature and thresholds stored beside its checkpoint (when they fit its bytes)."""
+    calibration = load_calibration(run.checkpoint)
+    thresholds = load_thresholds(run.checkpoint)
+    spec = input_spec(run.model, example, name=str(run.config.model.name), data=run.data, fmt=fmt)
+    spec.update({
         "temperature": calibration["temperature"] if calibration else None,
         "thresholds": {k: v for k, v in thresholds.items() if k != "path"} if thresholds else None,
-        "format": fmt, "precision": "fp32", "graphs": {"fp32": GRAPH_FILES[(fmt, "fp32")]},
         "source": {"checkpoint": str(run.checkpoint), "checkpoint_sha256": _sha256(run.checkpoint),
                    "weights": run.weights,
                    "calibration_file": calibration.get("path") if calibration else None,
                    "thresholds_file": thresholds.get("path") if thresholds else None},
-        "exporter": {"torch": torch.__version__, "opset": OPSET if fmt == "onnx" else None},
     })
+    return _finite(spec)
 
 
 def _finite(node):
@@ -237,9 +254,39 @@ def check_out(out: Path) -> None:
         raise FileExistsError(f"{out} exists: choose a new --out directory (an export is never overwritten)")
 
 
+def export_model(model: nn.Module, clips: Sequence, out: str | Path, *, spec: dict,
+                 tolerance: float = TOLERANCE, source: str = "", extend=None) -> dict:
+    """Write ``model`` as ``spec["format"]`` with ``spec`` to ``out`` (which must not exist),
+    verified on ``clips`` (real clips, at least two: the example batch and the batch sizes
+    checked) and return the spec as written. ``extend(staging, spec) -> spec`` adds to the
+    verified export before it is published (INT8). On any error nothing is left behind."""
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    if len(clips) < 2:
+        raise ValueError("an export is made and checked on two clips or more (batch 2: the batch is dynamic)")
+    out = Path(out)
+    check_out(out)
+    model.eval()
+    staging = staging_dir(out)
+    try:
+        write_graph(model, batch_of(clips), staging / spec["graphs"]["fp32"], fmt=spec["format"])
+        write_spec(staging, spec)
+        checked = verify(ExportedModel.load(staging), model, clips, tolerance=tolerance)
+        spec = {**spec, "verification": {**checked, "clips": source}}
+        if extend is not None:
+            spec = extend(staging, spec)
+        write_spec(staging, spec)
+        ExportedModel.load(staging)  # the spec as written reads back
+        publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return spec
+
+
 def export_run(run: LoadedRun, out: str | Path, *, fmt: str = "onnx", video: str | Path | None = None,
                tolerance: float = TOLERANCE, quantize: str | None = None, calibration_clips: int = 32,
-               latency_repeats: int = 50, eval_overrides: dict | None = None) -> dict:
+               latency_repeats: int = 50) -> dict:
     """Export ``run`` to ``out`` (which must not exist) and return its spec.
 
     ``quantize="int8"`` (ONNX only) adds ``model.int8.onnx``, statically quantised on
@@ -252,32 +299,19 @@ def export_run(run: LoadedRun, out: str | Path, *, fmt: str = "onnx", video: str
         raise ValueError(f"--quantize {quantize!r}: only int8 is supported")
     if quantize and fmt != "onnx":
         raise ValueError("--quantize int8 is for --format onnx (onnxruntime's static quantiser)")
-    if not tolerance >= 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    out = Path(out)
-    check_out(out)
-    model = run.model.eval()
-    clips = validation_clips(run, 2, video=video)
-    example = batch_of(clips)
-    staging = staging_dir(out)
-    try:
-        spec = build_spec(run, example, fmt=fmt)
-        write_graph(model, example, staging / spec["graphs"]["fp32"], fmt=fmt)
-        write_spec(staging, spec)
-        checked = verify(ExportedModel.load(staging), model, clips, tolerance=tolerance)
-        spec["verification"] = {**checked, "clips": f"--video {video}" if video else run.data.val_list}
-        if quantize:
-            from videocls.engine.quantize import quantize_export
+    check_out(Path(out))
+    extend = None
+    if quantize:
+        from videocls.engine.quantize import quantize_export
 
-            spec = quantize_export(run, staging, spec, calibration_clips=calibration_clips,
-                                   latency_repeats=latency_repeats, eval_overrides=eval_overrides)
-        write_spec(staging, spec)
-        ExportedModel.load(staging)  # the spec as written reads back
-        publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return spec
+        def extend(staging: Path, spec: dict) -> dict:
+            return quantize_export(run, staging, spec, calibration_clips=calibration_clips,
+                                   latency_repeats=latency_repeats)
+
+    clips = validation_clips(run, 2, video=video)
+    return export_model(run.model, clips, out, spec=build_spec(run, batch_of(clips), fmt=fmt),
+                        tolerance=tolerance, source=f"--video {video}" if video else run.data.val_list,
+                        extend=extend)
 
 
 def format_export(spec: dict, out: str | Path) -> str:
