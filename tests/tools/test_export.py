@@ -1,7 +1,9 @@
 """tools/export.py: ONNX / torch.export artefacts checked against PyTorch, INT8, the spec as data."""
 
 import json
+import pickle
 import shutil
+import zipfile
 
 import numpy as np
 import onnx
@@ -101,3 +103,168 @@ def test_every_family_exports_and_matches_pytorch(name, real_frames, tmp_path):
             assert (got - expected).abs().max().item() <= 1e-4
     names = [i["name"] for i in exported.spec["inputs"]]
     assert names == (["slow", "fast"] if getattr(model, "alpha", None) else ["video"])
+
+
+# ------------------------------------------------------------------------------ a trained run
+@pytest.fixture(scope="module")
+def run_checkpoint(tiny_run, tmp_path_factory):
+    """A copy of the tiny run's checkpoint with a temperature and abstention thresholds beside it."""
+    checkpoint = tmp_path_factory.mktemp("export-run") / "checkpoints" / "last.pt"
+    checkpoint.parent.mkdir()
+    shutil.copy(tiny_run / "checkpoints" / "last.pt", checkpoint)
+    save_calibration(checkpoint, {"temperature": 1.7})
+    save_thresholds(checkpoint, {"kind": "abstain", "threshold": 0.4})
+    return checkpoint
+
+
+@pytest.fixture(scope="module")
+def int8_export(run_checkpoint, tmp_path_factory):
+    run = load_run(run_checkpoint)
+    out = tmp_path_factory.mktemp("exports") / "int8"
+    spec = export_run(run, out, quantize="int8", calibration_clips=4, latency_repeats=3)
+    return run, out, spec
+
+
+def test_spec_describes_the_run(int8_export, tiny_run):
+    run, out, spec = int8_export
+    stored = read_spec(out)
+    assert stored == json.loads((out / "spec.json").read_text()) == spec
+    data = OmegaConf.to_container(run.config.data)
+    assert (stored["model"], stored["num_frames"], stored["sampling_rate"], stored["sampling_mode"]) == (
+        "i3d_r50", 4, 2, data["sampling_mode"])
+    assert (stored["short_side"], stored["crop_size"]) == (32, 32)
+    assert stored["mean"] == pytest.approx([0.45] * 3) and stored["std"] == pytest.approx([0.225] * 3)
+    assert stored["inputs"] == [{"name": "video", "shape": ["batch", 3, 4, 32, 32]}]
+    assert stored["class_names"] == run.data.class_names() and len(stored["class_names"]) == 10
+    assert stored["temperature"] == 1.7
+    assert (stored["thresholds"]["kind"], stored["thresholds"]["threshold"]) == ("abstain", 0.4)
+    assert stored["graphs"] == {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+    assert stored["precision"] == "int8" and stored["format"] == "onnx"
+    assert stored["verification"]["batch_sizes"] == [1, 2]
+    assert stored["verification"]["max_abs_diff"] <= 1e-4
+
+
+def test_dynamic_batch_equals_pytorch(int8_export):
+    run, out, _ = int8_export
+    clips = validation_clips(run, 3)
+    exported = ExportedModel.load(out, precision="fp32")
+    with torch.no_grad():
+        for size in (1, 3):
+            expected = run.model(batch_of(clips[:size]))
+            assert (exported(batch_of(clips[:size])) - expected).abs().max().item() <= 1e-4
+
+
+def test_int8_measures_accuracy_and_latency(int8_export, tiny_run):
+    run, out, spec = int8_export
+    report = spec["quantization"]
+    fp32_top1 = json.loads((tiny_run / "results.json").read_text())["video"]["top1"]
+    assert report["accuracy"]["fp32"]["video_top1"] == pytest.approx(fp32_top1, abs=1e-6)  # = PyTorch's test
+    change = report["accuracy"]["int8"]["video_top1"] - report["accuracy"]["fp32"]["video_top1"]
+    assert report["accuracy"]["video_top1_change"] == pytest.approx(change)
+    graph = onnx.load(out / "model.int8.onnx")
+    assert sum(n.op_type == "QuantizeLinear" for n in graph.graph.node) >= 10
+    assert any(numpy_helper.to_array(t).dtype == np.int8 for t in graph.graph.initializer)
+    # INT8 agrees with fp32 on most validation clips (independently of the report).
+    clips = validation_clips(run, 10)
+    fp32, int8 = ExportedModel.load(out, precision="fp32"), ExportedModel.load(out)
+    assert int8.precision == "int8"
+    agree = (fp32(batch_of(clips)).argmax(1) == int8(batch_of(clips)).argmax(1)).float().mean().item()
+    assert agree >= 0.7
+    latency = report["latency"]
+    assert latency["repeats"] == 3 and latency["batch"] == 1
+    low, high = latency["speedup_p5_p95"]
+    assert low <= report["speedup"] <= high and latency["fp32"]["p50_ms"] > 0
+    assert "not measured" in format_quantization({**report, "speedup": None, "latency": None})
+
+
+def test_tampered_graph_is_refused(int8_export, tmp_path):
+    run, out, _ = int8_export
+    shutil.copytree(out, tmp_path / "copy")
+    clips = validation_clips(run, 2)
+    verify(ExportedModel.load(tmp_path / "copy", precision="fp32"), run.model, clips)  # as written: passes
+    graph = onnx.load(tmp_path / "copy" / "model.onnx")
+    bias = next(t for t in graph.graph.initializer if list(t.dims) == [10])  # the classifier's bias
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + 1e-3, bias.name))
+    onnx.save(graph, tmp_path / "copy" / "model.onnx")
+    with pytest.raises(ExportMismatch, match="differ from PyTorch's by 0.001"):
+        verify(ExportedModel.load(tmp_path / "copy", precision="fp32"), run.model, clips)
+
+
+class _Noisy(nn.Module):
+    """A model whose output is not a function of its input: PyTorch and any export disagree."""
+
+    def __init__(self, like: nn.Module) -> None:
+        super().__init__()
+        self.default_config, self.fc = like.default_config, nn.Linear(3, 10)
+
+    def forward(self, x):
+        return self.fc(x.mean(dim=(2, 3, 4))) + torch.rand(x.shape[0], 10)
+
+
+def test_mismatch_is_refused_and_nothing_is_left(int8_export, tmp_path):
+    run, _, _ = int8_export
+    clips = validation_clips(run, 2)
+    model = _Noisy(run.model)
+    spec = input_spec(model, batch_of(clips), name="noisy", data=run.data, fmt="onnx")
+    with pytest.raises(ExportMismatch, match="the export was not written"):
+        export_model(model, clips, tmp_path / "out", spec=spec)
+    assert list(tmp_path.iterdir()) == []  # neither --out nor the staging directory
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        export_run(run, tmp_path / "taken")
+
+
+def test_torch_export_format(run_checkpoint, tmp_path):
+    run = load_run(run_checkpoint)
+    spec = export_run(run, tmp_path / "pt2", fmt="torch_export")
+    exported = ExportedModel.load(tmp_path / "pt2")
+    assert spec["format"] == exported.spec["format"] == "torch_export"
+    clips = validation_clips(run, 3)
+    with torch.no_grad():
+        for size in (1, 3):
+            assert (exported(batch_of(clips[:size])) - run.model(batch_of(clips[:size]))).abs().max() <= 1e-4
+    # An archive that would make torch.export.load unpickle an object is refused before loading.
+    archive = tmp_path / "pt2" / "model.pt2"
+    root = zipfile.ZipFile(archive).namelist()[0].split("/")[0]
+    with zipfile.ZipFile(archive, "a") as z:
+        z.writestr(f"{root}/data/constants/opaque_obj_0", pickle.dumps(ValueError("not a tensor")))
+    with pytest.raises(ValueError, match="opaque_obj_0 is not part of a plain torch.export program"):
+        ExportedModel.load(tmp_path / "pt2")
+    with pytest.raises(ValueError, match="not plain tensors"):
+        check_pt2_archive(_with_member(archive, tmp_path / "b.pt2", "data/sample_inputs/model.pt",
+                                       pickle.dumps(ValueError("x"))))
+
+
+def _with_member(src, dst, name: str, data: bytes):
+    """A copy of zip ``src`` with member ``<root>/name`` replaced by ``data``."""
+    with zipfile.ZipFile(src) as z_in, zipfile.ZipFile(dst, "w") as z_out:
+        root = z_in.namelist()[0].split("/")[0]
+        for item in z_in.namelist():
+            if item != f"{root}/{name}" and not item.endswith("opaque_obj_0"):
+                z_out.writestr(item, z_in.read(item))
+        z_out.writestr(f"{root}/{name}", data)
+    return dst
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"graphs": {"fp32": "../model.onnx"}}, "graphs.fp32"),
+    ({"format": "pickle"}, "key 'format'"),
+    ({"class_names": "os.system"}, "key 'class_names'"),
+    ({"temperature": "__import__('os')"}, "key 'temperature'"),
+    ({"mean": [0.45, 0.45]}, "key 'mean'"),
+])
+def test_spec_json_is_data_only(int8_export, tmp_path, edit, message):
+    _, out, spec = int8_export
+    shutil.copytree(out, tmp_path / "copy")
+    (tmp_path / "copy" / "spec.json").write_text(json.dumps({**spec, **edit}))
+    with pytest.raises(ValueError, match=message) as error:
+        ExportedModel.load(tmp_path / "copy")
+    assert "spec.json" in str(error.value)
+
+
+def test_spec_json_refuses_nan(int8_export, tmp_path):
+    _, out, spec = int8_export
+    shutil.copytree(out, tmp_path / "copy")
+    (tmp_path / "copy" / "spec.json").write_text(json.dumps({**spec, "temperature": float("nan")}))
+    with pytest.raises(ValueError, match="spec.json: not valid JSON"):
+        ExportedModel.load(tmp_path / "copy")
