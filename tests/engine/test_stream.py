@@ -8,7 +8,11 @@ so the stream keeps the frames nearest 0, 7/3, 14/3, 7, ...: 0, 2, 5, 7 first.
 
 from __future__ import annotations
 
+import functools
+import http.server
 import math
+import socketserver
+import threading
 import time
 
 import numpy as np
@@ -99,10 +103,12 @@ def test_stream_over_a_real_video_decides_on_the_stride_grid(real_videos_dir, on
     assert expected == 8
     assert stats["decisions"] == len(decisions)
     assert stats["decisions"] + stats["skipped_decisions"] == expected
-    assert decisions[0]["frames"] == [0, 2, 5, 7] and decisions[0]["time"] == pytest.approx(7 / FPS, abs=1e-3)
     grid = [i * 7 / 3 for i in range(52)]
-    kept = [int(math.floor(g + 0.5)) for g in grid]  # the frame nearest each point
+    kept = [int(math.floor(g + 0.5)) for g in grid]  # the frame nearest each point: 0, 2, 5, 7, ...
+    # Each decision is on 4 consecutive kept frames, its time the newest one's (the first is on
+    # 0, 2, 5, 7 unless the loop woke after frame 9 had come too: then it decides on the newest).
     for d in decisions:
+        assert d["time"] == pytest.approx(d["frames"][-1] / FPS, abs=1e-3)
         assert d["frames"] == kept[kept.index(d["frames"][0]):][:4]
         assert d["latency_ms"] >= d["model_ms"] > 0 and [t["label"] for t in d["topk"]][0] in CLASSES
     assert stats["frames_decoded"] == 120 and stats["frames_kept"] == 52
@@ -145,3 +151,18 @@ def test_a_model_slower_than_the_source_drops_frames_and_stays_bounded(real_vide
     assert stats["latency_p50_ms"] >= 1000 * sleep and not stats["keeps_up"]
     # Bounded in time too: the run ends near the end of the paced source, not after a backlog.
     assert wall < 120 / FPS / 4 + 2 * sleep + 3.0
+
+
+def test_an_http_url_of_a_file_is_played_by_its_timestamps(real_videos_dir, one_thread):
+    """PyAV opens the URL (a local server of the real file): the same decisions as the file."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(real_videos_dir))
+    handler.log_message = lambda *args: None
+    with socketserver.TCPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        classifier = StreamClassifier(_tiny_predictor(), stride=0.5, speed=8.0, topk=1)
+        url = f"http://127.0.0.1:{server.server_address[1]}/carphone_distorted.mp4"
+        decisions = list(classifier.run(url))
+        server.shutdown()
+    kept = [int(math.floor(i * 7 / 3 + 0.5)) for i in range(52)]
+    assert not classifier.live and decisions[0]["frames"] == kept[kept.index(decisions[0]["frames"][0]):][:4]
+    assert classifier.stats.decisions + classifier.stats.skipped == 8  # as the file, above

@@ -3,10 +3,12 @@
 A videocls training checkpoint is rebuilt by :func:`videocls.engine.run_loading.load_run`
 (nothing its stored config names is executed; EMA weights when the run trained with EMA), and
 its views are made as its run tested them (frames, sampling, test short side and crop,
-normalisation); other checkpoints get the model registry's defaults. The class names must
-match the model's outputs: prediction never runs a randomly initialised classifier. A
-temperature that ``tools/calibrate.py`` stored beside the checkpoint scales the probabilities
-(see :mod:`videocls.engine.calibrate`).
+normalisation) and its classes named by its class file where that is still there; other
+checkpoints get the model registry's defaults. The class names must match the model's
+outputs: prediction never runs a randomly initialised classifier. A temperature that
+``tools/calibrate.py`` stored beside the checkpoint scales the probabilities (see
+:mod:`videocls.engine.calibrate`); an export directory (``tools/export.py``) runs through
+:func:`load_exported_predictor`, its ``spec.json`` giving all of these.
 """
 
 from __future__ import annotations
@@ -214,6 +216,8 @@ def load_predictor(weights: str | Path, model_name: str | None = None,
             raise ValueError(f"--model {model_name}, but {run.checkpoint} is a {trained_as} run "
                              "(leave out --model)")
         model, checkpoint = run.model, run.checkpoint
+        # The run's own class file where it is still there (as tools/export.py names them), else numbers.
+        class_names = class_names or run.data.class_names()
         mean, std = model.default_config.mean, model.default_config.std
         preprocessing = Preprocessing(run.data.sampler(), run.data.test_transform(mean, std),
                                       f"checkpoint's data config, {run.weights} weights")

@@ -174,8 +174,10 @@ class StreamStats:
 
 
 def open_source(source: str, *, timeout: float = 10.0):
-    """``(container, video stream, live)``: a file (played by its timestamps), else a camera
-    device (a path that is not a regular file, or a number: ``/dev/videoN``) or a URL."""
+    """``(container, video stream, live)``: a file, or a URL of one (HTTP with a duration), is
+    played by its timestamps (not live); a camera device (``/dev/...``, or a number for
+    ``/dev/videoN``) and a stream URL (RTSP, RTMP, UDP, or HTTP with no duration) are live:
+    their frames arrive when they arrive."""
     path = Path(source)
     if path.is_file():
         options, fmt, live = {}, None, False
@@ -193,6 +195,8 @@ def open_source(source: str, *, timeout: float = 10.0):
     if not container.streams.video:
         container.close()
         raise VideoDecodeError(source, "no video stream")
+    if "://" in source:
+        live = source.startswith(("rtsp", "rtmp", "udp", "srt")) or container.duration is None
     # PyAV's default threading, as the file reader (data/io/pyav.py): frame threading would
     # hold back a frame per thread, latency a live source cannot afford.
     return container, container.streams.video[0], live
