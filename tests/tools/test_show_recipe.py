@@ -85,3 +85,10 @@ def test_measured_gflops_match_pyslowfasts_model_zoo():
     r = _recipe("experiment=i3d_r50_k400", gpus=8, measure_flops=True)
     assert r.gflops == pytest.approx(37.3, abs=0.05)
     assert r.gflops_source == "measured (fvcore) at 8x256x256"
+
+
+def test_layer_decay_recipe_reports_the_base_lr_not_the_embeddings():
+    """VideoMAE's finetune.sh: lr 5e-4 per 256 videos at 384 videos a step (6 x 8 GPUs x 8 accumulated)."""
+    r = _recipe("experiment=videomae_b_k400", gpus=8)
+    assert r.global_batch == 384 and r.peak_lr == pytest.approx(5e-4 * 384 / 256)
+

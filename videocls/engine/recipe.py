@@ -150,7 +150,10 @@ def describe_recipe(
     model = _build_model(cfg, "meta")
     optimizer = instantiate(cfg.optim)(model, global_batch_size=global_batch)
     scheduler = instantiate(cfg.schedule)(optimizer, spe, t.max_epochs)
-    peak = optimizer.param_groups[0]["initial_lr"]
+    # The recipe's LR is the base one, before a group's factor (layer decay, head_lr_mult): under
+    # layer decay the first group is the embedding's, at a small fraction of it.
+    first = optimizer.param_groups[0]
+    peak = first["initial_lr"] / first.get("lr_scale", 1.0)
     factor = scheduler.lr_lambdas[0]
     epochs, warmup = float(t.max_epochs), float(cfg.schedule.get("warmup_epochs", 0.0))
     lr_at = {}
