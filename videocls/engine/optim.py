@@ -20,8 +20,10 @@ cosine end are fractions of the peak LR (``WARMUP_START_LR = 0.01`` at ``BASE_LR
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -188,10 +190,20 @@ def lr_factor_at_epoch(
     milestones: Sequence[float] = (),
     gamma: float = 0.1,
     relative_lrs: Sequence[float] | None = None,
+    epoch_lr_scale: Sequence[float] | None = None,
 ) -> float:
-    """Multiplier of the peak LR at fractional ``epoch`` (PySlowFast's ``get_lr_at_epoch``)."""
+    """Multiplier of the peak LR at fractional ``epoch`` (PySlowFast's ``get_lr_at_epoch``).
+
+    ``epoch_lr_scale`` (multigrid's long cycle, one factor per epoch) multiplies the main
+    schedule in each epoch, so the warm-up ends at the scaled value, as PySlowFast's ``LRS``."""
 
     def main(e: float) -> float:
+        if epoch_lr_scale:
+            index = min(max(math.floor(e), 0), len(epoch_lr_scale) - 1)
+            return epoch_lr_scale[index] * shape(e)
+        return shape(e)
+
+    def shape(e: float) -> float:
         if name == "cosine":
             offset = warmup_epochs if cosine_after_warmup else 0.0
             span = max_epochs - offset
@@ -231,9 +243,29 @@ def _check_schedule(
         )
 
 
+def _epoch_of_step(steps_per_epoch: int | Sequence[int]) -> Callable[[int], float]:
+    """Optimiser step -> fractional epoch, for a fixed count per epoch or one count per epoch
+    (multigrid: each long-cycle shape has its own batch size); past the last listed epoch the
+    last count continues."""
+    if isinstance(steps_per_epoch, int):
+        if steps_per_epoch <= 0:
+            raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}")
+        return lambda step: step / steps_per_epoch
+    counts = [int(c) for c in steps_per_epoch]
+    if not counts or min(counts) <= 0:
+        raise ValueError(f"steps per epoch must be positive, got {counts}")
+    starts = [0, *itertools.accumulate(counts)]
+
+    def epoch_of(step: int) -> float:
+        epoch = min(bisect.bisect_right(starts, step) - 1, len(counts) - 1)
+        return epoch + (step - starts[epoch]) / counts[epoch]
+
+    return epoch_of
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer,
-    steps_per_epoch: int,
+    steps_per_epoch: int | Sequence[int],
     max_epochs: int,
     *,
     name: str = "cosine",
@@ -244,21 +276,24 @@ def build_scheduler(
     milestones: Sequence[float] = (),
     gamma: float = 0.1,
     relative_lrs: Sequence[float] | None = None,
+    epoch_lr_scale: Sequence[float] | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-iteration schedule: optimiser step ``s`` runs at ``lr_factor_at_epoch(s / steps_per_epoch)``.
 
     This is PySlowFast's ``get_epoch_lr(cur_epoch + cur_iter / len(loader))`` with one
     optimiser step per iteration. Milestones and warm-up are in epochs and may be fractional.
+    ``steps_per_epoch`` may list one count per epoch and ``epoch_lr_scale`` one LR factor per
+    epoch (multigrid, ``videocls.engine.multigrid``).
     """
     milestones = [float(m) for m in milestones]
     relative_lrs = None if relative_lrs is None else [float(v) for v in relative_lrs]
     _check_schedule(max_epochs, warmup_epochs, min_factor, cosine_after_warmup, milestones, relative_lrs)
-    if steps_per_epoch <= 0:
-        raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}")
+    epoch_of = _epoch_of_step(steps_per_epoch)
+    epoch_lr_scale = None if epoch_lr_scale is None else [float(v) for v in epoch_lr_scale]
 
     def factor(step: int) -> float:
         return lr_factor_at_epoch(
-            step / steps_per_epoch,
+            epoch_of(step),
             max_epochs,
             name=name,
             warmup_epochs=warmup_epochs,
@@ -268,6 +303,7 @@ def build_scheduler(
             milestones=milestones,
             gamma=gamma,
             relative_lrs=relative_lrs,
+            epoch_lr_scale=epoch_lr_scale,
         )
 
     factor(0)  # an unknown schedule name fails here, before the first step
