@@ -64,6 +64,7 @@ from videocls.engine.distributed import (
 from videocls.engine.evaluator import EvalResult, evaluate
 from videocls.engine.logging import RunLogger
 from videocls.engine.losses import SoftTargetCrossEntropy
+from videocls.engine.multigrid import MultigridTraining, configure, format_plan
 from videocls.engine.precise_bn import recompute_bn_stats
 from videocls.engine.run_lock import claim_run_dir, lock_users, release_if_taken_since
 from videocls.engine.runtime import Runtime, seed_everything
@@ -74,6 +75,8 @@ log = logging.getLogger(__name__)
 
 class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: str | Path) -> None:
+        # Multigrid (engine/multigrid.py) lengthens the run and moves the LR steps, as PySlowFast.
+        cfg, multigrid_plan = configure(cfg)
         self.cfg = cfg
         self.started = (time.monotonic(), cpu_seconds())  # results.json: minutes to the final test
         t = cfg.trainer
@@ -128,7 +131,19 @@ class Trainer:
                 f"an epoch has {len(self.train_loader)} batches, "
                 f"fewer than accumulate_grad_batches={self.accumulate}"
             )
-        self.scheduler = instantiate(cfg.schedule)(self.optimizer, self.steps_per_epoch, t.max_epochs)
+        schedule = instantiate(cfg.schedule)
+        # Multigrid: each epoch's clip shape and batch sizes, and a schedule that follows them.
+        self.multigrid = None if multigrid_plan is None else MultigridTraining(
+            multigrid_plan, self.data, model=model, base_loader=self.train_loader,
+            num_items=len(self.train_set),
+            dataset_kwargs=dict(**model_input(model), seed=t.seed), loader_kwargs=loader_args,
+            accumulate=self.accumulate, device=self.env.device)
+        if self.multigrid is not None:
+            schedule = self.multigrid.schedule(schedule)
+            if self.env.is_main:
+                log.info("multigrid schedule (%d epochs):\n%s", t.max_epochs,
+                         format_plan(multigrid_plan, self.data.batch_size))
+        self.scheduler = schedule(self.optimizer, self.steps_per_epoch, t.max_epochs)
         self.scaler = torch.amp.GradScaler(self.env.device.type, enabled=self.runtime.precision == "16")
         self.mixup = Mixup(num_classes=self.data.num_classes, **self.data.mixup) if self.data.mixup else None
         # Mixup/CutMix yields soft targets (with its own label smoothing): they need a soft-target loss.
@@ -295,7 +310,11 @@ class Trainer:
         """One epoch from ``self.batches_done``; returns False when stopped by a signal."""
         t = self.cfg.trainer
         self.train_set.set_epoch(self.epoch)
-        self.train_loader.sampler.set_epoch(self.epoch, start=self.batches_done * self.data.batch_size)
+        if self.multigrid is not None:  # this epoch's clip shape and batch sizes, from the resume point
+            self.train_loader, self.batches_per_epoch = self.multigrid.epoch_loader(self.epoch,
+                                                                                    self.batches_done)
+        else:
+            self.train_loader.sampler.set_epoch(self.epoch, start=self.batches_done * self.data.batch_size)
         self.train_model.train()
         finish = device_transform_of(self.train_loader.dataset)  # data.gpu_transforms
         total = self.batches_per_epoch
@@ -380,7 +399,9 @@ class Trainer:
         t, rt = self.cfg.trainer, self.runtime
         model = self.ema.module if self.ema is not None else self.model
         if t.precise_bn_batches:
-            recompute_bn_stats(model, _on_device(self.train_loader, self.env.device),
+            # Multigrid: statistics of the base shape, the one validation runs at.
+            loader = self.train_loader if self.multigrid is None else self.multigrid.base_loader
+            recompute_bn_stats(model, _on_device(loader, self.env.device),
                                num_batches=t.precise_bn_batches, env=self.env, precision=rt.precision)
         return evaluate(model, self.val_loader, self.env, aggregation=self.cfg.test.aggregation,
                         precision=rt.precision, max_views_per_batch=self.cfg.test.max_views_per_batch,
