@@ -34,7 +34,9 @@ Differences from PySlowFast, and why:
   shape, so its mid-run validations run with the statistics of another shape);
 - evaluation follows ``trainer.eval_period``, not ``MULTIGRID.EVAL_FREQ``;
 - without a short cycle the fine-tuning phase uses the base shape (PySlowFast indexes the
-  short-cycle shapes there and fails).
+  short-cycle shapes there and fails);
+- the multigrid training loader finishes its clips on the CPU (``data.gpu_transforms`` applies
+  to validation and precise BN only).
 Models whose input size is fixed are refused with the shape they fail on
 (:func:`check_model_accepts`, one forward per shape at start); TimeSformer interpolates its
 space and time embeddings (as the official code) and is accepted.
