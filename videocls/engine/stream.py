@@ -35,6 +35,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -329,8 +330,9 @@ def stream_predictions(predictor: VideoPredictor, source: str, *, jsonl: bool = 
     out = out or sys.stdout
     classifier = StreamClassifier(predictor, **options)
     try:
-        for decision in classifier.run(source):
-            print(json.dumps(decision) if jsonl else _decision_text(decision), file=out, flush=True)
+        with closing(classifier.run(source)) as decisions:  # closed: the decode thread stops
+            for decision in decisions:
+                print(json.dumps(decision) if jsonl else _decision_text(decision), file=out, flush=True)
     except KeyboardInterrupt:  # a live source runs until stopped: the summary still comes
         pass
     summary = {"source": source, **classifier.stats.summary(), "plan": _plan_dict(classifier.plan)}
