@@ -7,7 +7,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 #: The override that shrinks a family's demo size (configs/model_size/demo/) further, to seconds.
 TINY_WIDTH = {"timesformer": "model.embed_dim=16", "videomae": "model.embed_dim=16",
-              "i3d_inception": "model.width_mult=0.0625", "": "model.width=4"}
+              "mvit": "model.embed_dim=8", "i3d_inception": "model.width_mult=0.0625", "": "model.width=4"}
 
 
 def tiny_overrides(data_root: Path, run_dir: Path, *extra: str) -> list[str]:
