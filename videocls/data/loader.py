@@ -151,7 +151,7 @@ def collate_clips(samples: list[dict]) -> dict:
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
-def _worker_init(_: int) -> None:
+def worker_init(_: int) -> None:
     # Each worker decodes one video at a time; intra-op threads would only fight each other.
     torch.set_num_threads(1)
     # torchrun (os.killpg) and Slurm signal every process of the job. A worker that died of the
@@ -198,7 +198,7 @@ def build_loader(dataset: Dataset, batch_size: int, num_workers: int, train: boo
         num_workers=num_workers,
         collate_fn=collate_clips,
         pin_memory=pin_memory,
-        worker_init_fn=_worker_init,
+        worker_init_fn=worker_init,
         persistent_workers=False,  # re-created each epoch, so workers see dataset.set_epoch()
         # Each new iterator draws a base seed; from its own generator it leaves the global RNG
         # (dropout, mixup) untouched, so a run resumed mid-epoch replays the same draws.

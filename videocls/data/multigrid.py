@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from videocls.data.loader import ShardedSampler, _worker_init, class_balanced_weights, collate_clips
+from videocls.data.loader import ShardedSampler, class_balanced_weights, collate_clips, worker_init
 
 #: Separates the sampling-rate draws from the dataset's own ``(seed, epoch, index, attempt)`` streams.
 _RATE_STREAM = 0x6D67
@@ -134,5 +134,5 @@ def build_short_cycle_loader(dataset: MultigridClipDataset, batch_sizes: Sequenc
                              weights=weights)
     return DataLoader(dataset, batch_sampler=ShortCycleBatchSampler(sampler, batch_sizes),
                       num_workers=num_workers, collate_fn=collate_clips, pin_memory=pin_memory,
-                      worker_init_fn=_worker_init, persistent_workers=False,
+                      worker_init_fn=worker_init, persistent_workers=False,
                       generator=torch.Generator().manual_seed(seed))
