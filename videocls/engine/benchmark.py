@@ -36,7 +36,8 @@ from videocls.models import create_model, get_model_config
 from videocls.models.complexity import example_input
 
 #: Models whose pytorchvideo hub builder (same name) has the same architecture.
-PYTORCHVIDEO_REFERENCES = frozenset({"c2d_r50", "i3d_r50", "slow_r50", "slowfast_r50", "slowfast_r101"})
+PYTORCHVIDEO_REFERENCES = frozenset({"c2d_r50", "i3d_r50", "slow_r50", "slowfast_r50", "slowfast_r101",
+                                     "x3d_xs", "x3d_s", "x3d_m", "x3d_l"})
 KINETICS_MEAN, KINETICS_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
 
 
