@@ -55,7 +55,8 @@ def fit_video_temperature(probs: torch.Tensor, labels: torch.Tensor) -> dict[str
     return report
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB blocks (ties a calibration or an export to its checkpoint)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -67,7 +68,7 @@ def save_calibration(checkpoint: str | Path, record: dict) -> Path:
     """Write ``record`` (with ``temperature``) beside ``checkpoint``, tied to its current bytes."""
     checkpoint = Path(checkpoint)
     path = calibration_path(checkpoint)
-    record = {**record, "checkpoint": checkpoint.name, "checkpoint_sha256": _sha256(checkpoint)}
+    record = {**record, "checkpoint": checkpoint.name, "checkpoint_sha256": file_sha256(checkpoint)}
     path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return path
 
@@ -87,7 +88,7 @@ def load_calibration(checkpoint: str | Path) -> dict | None:
     if not isinstance(temperature, (int, float)) or not temperature > 0 or "checkpoint_sha256" not in record:
         raise ValueError(f"{path}: needs a positive 'temperature' and 'checkpoint_sha256' "
                          "(rerun tools/calibrate.py)")
-    if record["checkpoint_sha256"] != _sha256(checkpoint):
+    if record["checkpoint_sha256"] != file_sha256(checkpoint):
         log.warning("ignoring %s: it was fitted on an earlier version of %s (rerun tools/calibrate.py)",
                     path, checkpoint)
         return None

@@ -28,7 +28,6 @@ writes ``torch.export.save``'s archive of the same program.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -46,7 +45,7 @@ from torch import nn
 from videocls.data.datamodule import VideoData, model_input
 from videocls.data.io.reader import open_video
 from videocls.data.sampling import pack_pathways
-from videocls.engine.calibrate import load_calibration
+from videocls.engine.calibrate import file_sha256, load_calibration
 from videocls.engine.exported import GRAPH_FILES, SPEC, ExportedModel
 from videocls.engine.run_loading import LoadedRun
 from videocls.engine.thresholds import load_thresholds
@@ -147,7 +146,7 @@ def build_spec(run: LoadedRun, example: torch.Tensor | list[torch.Tensor], *, fm
     spec.update({
         "temperature": calibration["temperature"] if calibration else None,
         "thresholds": {k: v for k, v in thresholds.items() if k != "path"} if thresholds else None,
-        "source": {"checkpoint": str(run.checkpoint), "checkpoint_sha256": _sha256(run.checkpoint),
+        "source": {"checkpoint": str(run.checkpoint), "checkpoint_sha256": file_sha256(run.checkpoint),
                    "weights": run.weights,
                    "calibration_file": calibration.get("path") if calibration else None,
                    "thresholds_file": thresholds.get("path") if thresholds else None},
@@ -164,14 +163,6 @@ def _finite(node):
     if isinstance(node, float) and not math.isfinite(node):
         return None
     return node
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_spec(directory: Path, spec: dict) -> None:

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from videocls.models.layers import STAGE_NAMES, rename_keys
+from videocls.models.layers.resnet_blocks import init_resnet_weights
 from videocls.models.layers.types import StateDict
 from videocls.models.layers.x3d_blocks import X3DBottleneck, X3DHead, X3DStem, head_window, round_width
 from videocls.models.registry import ModelConfig, register_model
@@ -138,24 +139,13 @@ class X3D(nn.Module):
 
 @torch.no_grad()
 def _init_weights(model: nn.Module, zero_init_residual: bool) -> None:
-    """PySlowFast's X3D initialisation: He-normal (fan-out) convs with zero biases (the SE's), BN
-    scale 1 and shift 0 (0 and 0 for each block's last BN with ``zero_init_residual``), classifier
-    N(0, 0.01)."""
+    """PySlowFast's X3D initialisation: the ResNets' (He-normal fan-out convs, BN 1 and 0, the
+    classifier N(0, 0.01), each block's last BN scale 0 with ``zero_init_residual``), plus zero
+    biases for the convolutions that have one (the squeeze-excitation's)."""
+    init_resnet_weights(model, zero_init_residual, residual_block=X3DBottleneck)
     for m in model.modules():
-        if isinstance(m, nn.Conv3d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm3d):
-            nn.init.ones_(m.weight)
+        if isinstance(m, nn.Conv3d) and m.bias is not None:
             nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=0.01)
-            nn.init.zeros_(m.bias)
-    if zero_init_residual:
-        for m in model.modules():
-            if isinstance(m, X3DBottleneck):
-                nn.init.zeros_(m.bn_c.weight)
 
 
 # Block sub-modules as each reference names them (the stage and block prefixes are added below).

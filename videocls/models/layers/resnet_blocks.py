@@ -142,7 +142,8 @@ def make_res_stages(
     return stages
 
 
-def init_resnet_weights(model: nn.Module, zero_init_residual: bool = True) -> None:
+def init_resnet_weights(model: nn.Module, zero_init_residual: bool = True, *,
+                        residual_block: type[nn.Module] | None = None) -> None:
     """PySlowFast/pytorchvideo initialisation: He-normal (fan-out) convs, BN scale 1 and shift 0,
     classifier N(0, 0.01).
 
@@ -150,6 +151,8 @@ def init_resnet_weights(model: nn.Module, zero_init_residual: bool = True) -> No
     zero, so every block starts as its shortcut (Goyal et al., 2017). That suits long schedules;
     in a short one with few blocks it stalls training, since Adam grows a zero scale by about
     the learning rate per step: the branches stay shut for hundreds of steps.
+    ``residual_block``: the block class whose ``bn_c`` closes the branch (default
+    :class:`Bottleneck3d`; X3D passes its own).
     """
     for m in model.modules():
         if isinstance(m, nn.Conv3d):
@@ -162,7 +165,7 @@ def init_resnet_weights(model: nn.Module, zero_init_residual: bool = True) -> No
             nn.init.zeros_(m.bias)
     if zero_init_residual:
         for m in model.modules():
-            if isinstance(m, Bottleneck3d):
+            if isinstance(m, residual_block or Bottleneck3d):
                 nn.init.zeros_(m.bn_c.weight)
 
 
