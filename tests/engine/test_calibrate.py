@@ -77,7 +77,8 @@ def test_predictor_probabilities_are_softmax_of_logits_over_temperature(calibrat
     predictor.model.register_forward_hook(lambda module, inputs, output: logits.append(output))
     result = predictor.predict(tiny_synthetic / "videos" / "val" / "00003.mp4", topk=10)
     assert result["temperature"] == temperature
-    got = torch.tensor([entry["prob"] for entry in sorted(result["topk"], key=lambda e: int(e["label"]))])
+    order = {name: index for index, name in enumerate(predictor.class_names)}  # the run's class file
+    got = torch.tensor([entry["prob"] for entry in sorted(result["topk"], key=lambda e: order[e["label"]])])
     expected = (logits[0][0].double() / temperature).softmax(0)
     assert torch.allclose(got.double(), expected, atol=2e-6)
     assert not torch.allclose(got.double(), logits[0][0].double().softmax(0), atol=1e-3)  # T changed them

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Subset
 
 from videocls.data.datamodule import model_input
 from videocls.data.loader import collate_clips
-from videocls.engine.calibrate import _sha256
+from videocls.engine.calibrate import file_sha256
 from videocls.engine.distributed import DistEnv, barrier, broadcast_object, init_distributed, shutdown
 from videocls.engine.run_loading import load_run_or_weights
 from videocls.engine.runtime import autocast, to_device
@@ -150,7 +150,7 @@ def extract_features(
         videos = [r.path for r in dataset.records]
         job = {
             "checkpoint": str(checkpoint),
-            "checkpoint_sha256": _sha256(Path(checkpoint)),
+            "checkpoint_sha256": file_sha256(Path(checkpoint)),
             "split": split,
             "list": str(data.train_list if split == "train" else data.val_list),
             "videos_sha256": hashlib.sha256("\n".join(videos).encode()).hexdigest(),

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from videocls.engine.calibrate import _sha256, apply_temperature
+from videocls.engine.calibrate import apply_temperature, file_sha256
 from videocls.metrics.thresholds import (
     abstain_cost,
     abstain_threshold,
@@ -182,7 +182,7 @@ def holdout_check(probs: torch.Tensor, labels: torch.Tensor, fraction: float, se
 def save_thresholds(checkpoint: str | Path, record: dict) -> Path:
     checkpoint = Path(checkpoint)
     path = thresholds_path(checkpoint)
-    record = {**record, "checkpoint": checkpoint.name, "checkpoint_sha256": _sha256(checkpoint)}
+    record = {**record, "checkpoint": checkpoint.name, "checkpoint_sha256": file_sha256(checkpoint)}
     path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     return path
 
@@ -206,7 +206,7 @@ def load_thresholds(checkpoint: str | Path) -> dict | None:
     values = np.asarray(record.get(key, []), dtype=object).ravel().tolist()
     if not values or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in values):
         raise ValueError(f"{path}: '{key}' must hold finite numbers (rerun tools/tune_thresholds.py)")
-    if record["checkpoint_sha256"] != _sha256(checkpoint):
+    if record["checkpoint_sha256"] != file_sha256(checkpoint):
         log.warning(
             "ignoring %s: it was tuned on an earlier version of %s (rerun tools/tune_thresholds.py)",
             path,
