@@ -59,13 +59,16 @@ def test_data_benchmark_times_all_three_pipelines():
 def test_model_benchmark_cli_prints_the_ratio_to_pytorchvideo():
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
-        [sys.executable, str(root / "tools" / "benchmark.py"), "model", "--model", "c2d_r50",
-         "--batch-size", "1", "--steps", "1", "--warmup", "1", "--device", "cpu"],
+        # X3D-XS (0.6 GFLOPs a clip): the cheapest model pytorchvideo's hub also has
+        [sys.executable, str(root / "tools" / "benchmark.py"), "model", "--model", "x3d_xs",
+         "--batch-size", "2", "--steps", "2", "--warmup", "1", "--device", "cpu"],
         capture_output=True, text=True, timeout=600, check=True,
     ).stdout
-    assert "videocls c2d_r50" in out and "pytorchvideo c2d_r50" in out
+    assert "videocls x3d_xs" in out and "pytorchvideo x3d_xs" in out
     ratio = float(out.strip().splitlines()[-1].rsplit(":", 1)[1])
-    assert 0.3 < ratio < 3.0  # the same architecture: equal speed up to noise
+    # The same architecture: equal speed up to noise and our memory format (on CPU X3D takes its
+    # input channels-last at the stem, ~1.7x faster than pytorchvideo's contiguous depthwise convs).
+    assert 0.3 < ratio < 4.0
 
 
 def test_timed_steps_count_only_the_timed_batches_and_their_waits():
