@@ -13,8 +13,11 @@ opened once before timing, so the one-off probe (cached on disk) is not counted.
 Printed per folder: bytes per video, CPU-ms per clip (median over rounds, and min-max),
 and how many times fewer CPU-seconds per clip than the first folder, the baseline (median
 of the per-round ratios). ``--mode decode`` stops after decoding (no resize, crop or
-normalisation): what a worker costs when the transforms run on the GPU. A folder holds
-video files or folders of frame images.
+normalisation); ``--mode gpu`` is the worker's half of ``data.gpu_transforms=true`` (the
+parameters drawn and the uint8 region the crop reads shipped: what a worker costs when the
+transforms run on the GPU). ``--clips-per-video K`` makes K clips per item from one decode
+(``data.clips_per_video``; ``--share-frames``: K augmentations of one clip's frames), and the
+cost is per clip. A folder holds video files or folders of frame images.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch
 
 from videocls.data.annotations import VideoRecord
 from videocls.data.dataset import VideoClipDataset
+from videocls.data.gpu_transforms import DeferredTransform
 from videocls.data.sampling import ClipSampler
 from videocls.data.transforms import ClipTransform
 from videocls.models.registry import KINETICS_MEAN, KINETICS_STD
@@ -55,14 +59,12 @@ def _uint8_frames(frames: torch.Tensor, rng: np.random.Generator, spatial_idx: i
 
 
 def _dataset(paths: list[Path], backend: str, mode: str, args) -> VideoClipDataset:
-    transform = (
-        _uint8_frames if mode == "decode"
-        else ClipTransform(crop_size=args.crop, min_short_side=256, max_short_side=320, mean=KINETICS_MEAN,
-                           std=KINETICS_STD, train=True)
-    )
+    cpu = ClipTransform(crop_size=args.crop, min_short_side=256, max_short_side=320, mean=KINETICS_MEAN,
+                        std=KINETICS_STD, train=True)
+    transform = {"decode": _uint8_frames, "gpu": DeferredTransform(base=cpu), "full": cpu}[mode]
     return VideoClipDataset(
         [VideoRecord(str(p), 0) for p in paths], ClipSampler(args.frames, args.rate), transform, train=True,
-        backend=backend, max_retries=0,
+        backend=backend, max_retries=0, clips_per_video=args.clips_per_video, share_frames=args.share_frames,
     )
 
 
@@ -78,9 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--backend", nargs="+", default=["auto"], choices=["auto", "decord", "pyav"],
                         help="the reader's backend: one for all folders, or one per folder")
-    parser.add_argument("--mode", nargs="+", default=["full"], choices=["full", "decode"],
-                        help="full: decode + CPU transform; decode: no resize, crop or normalisation (as "
-                             "with GPU transforms); one for all folders, or one per folder")
+    parser.add_argument("--mode", nargs="+", default=["full"], choices=["full", "gpu", "decode"],
+                        help="full: decode + CPU transform; gpu: the worker's half of data.gpu_transforms; "
+                             "decode: decoding only; one for all folders, or one per folder")
+    parser.add_argument("--clips-per-video", type=int, default=1,
+                        help="clips per item from one decode (data.clips_per_video); costs are per clip")
+    parser.add_argument("--share-frames", action="store_true",
+                        help="with --clips-per-video: augmentations of one clip's frames "
+                             "(data.clips_share_frames)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # as in a loader worker
     for folder in args.folders:
@@ -93,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"give one --{option} or one per folder ({len(args.folders)})")
         per_folder[option] = given * len(args.folders) if len(given) == 1 else given
     backends, modes = per_folder["backend"], per_folder["mode"]
+    if args.clips_per_video > 1 and "gpu" in modes:
+        parser.error("--mode gpu takes one clip per item (data.gpu_transforms refuses clips_per_video > 1)")
     entries = [_entries(folder) for folder in args.folders]
     datasets = [_dataset(*spec, args) for spec in zip(entries, backends, modes)]
     for dataset in datasets:  # probe every file (or read the cached verdict) before timing
@@ -107,9 +116,11 @@ def main(argv: list[str] | None = None) -> int:
             start = time.process_time()
             for k in range(args.clips):
                 dataset[k % len(dataset)]
-            costs.append((time.process_time() - start) / args.clips * 1000)
-    print(f"{args.frames}x{args.rate} clips, {args.crop} crop, {args.rounds} rounds x {args.clips} clips "
-          "per folder (mode full: decode + CPU train transform; decode: decode only)")
+            costs.append((time.process_time() - start) / (args.clips * args.clips_per_video) * 1000)
+    per_item = f", {args.clips_per_video} clips per item{' (shared frames)' if args.share_frames else ''}"
+    print(f"{args.frames}x{args.rate} clips, {args.crop} crop, {args.rounds} rounds x {args.clips} items "
+          f"per folder{per_item if args.clips_per_video > 1 else ''} (mode full: decode + CPU train "
+          "transform; gpu: the worker's half of gpu_transforms; decode: decode only)")
     print(f"{'folder':<40} {'backend':>8} {'mode':>6} {'bytes/video':>12} {'CPU-ms/clip':>12} "
           f"{'min-max':>15} {'first / this':>15}")
     for folder, backend, mode, paths, costs in zip(args.folders, backends, modes, entries, cost):

@@ -44,3 +44,23 @@ def test_one_backend_or_one_per_folder(tmp_path, capsys):
         load_tool("clip_cost").main([str(tmp_path)] * 3 + ["--backend", "auto", "pyav"])
     assert exit_info.value.code == 2
     assert "give one --backend or one per folder (3)" in capsys.readouterr().err
+
+
+def test_gpu_mode_and_clips_per_video_cost_per_clip(real_videos_dir, tmp_path):
+    """--mode gpu runs the worker's half of data.gpu_transforms; with --clips-per-video 2 every
+    item is two clips from one decode, so the header says so and the cost is per clip."""
+    folder = tmp_path / "a"
+    folder.mkdir()
+    shutil.copy(real_videos_dir / "g1.avi", folder / "g1.avi")
+    common = [str(folder), str(folder), "--frames", "4", "--rate", "2", "--crop", "32", "--clips", "2",
+              "--rounds", "1", "--backend", "pyav"]
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert load_tool("clip_cost").main(common + ["--mode", "full", "gpu"]) == 0
+    rows = [line.split() for line in out.getvalue().splitlines()[2:]]
+    assert [row[2] for row in rows] == ["full", "gpu"]
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert load_tool("clip_cost").main(common + ["--mode", "decode", "--clips-per-video", "2",
+                                                     "--share-frames"]) == 0
+    assert "2 clips per item (shared frames)" in out.getvalue().splitlines()[0]
+    with pytest.raises(SystemExit):
+        load_tool("clip_cost").main(common + ["--mode", "gpu", "--clips-per-video", "2"])
