@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from videocls.models.layers import STAGE_NAMES, rename_keys
-from videocls.models.layers.resnet_blocks import init_resnet_weights
+from videocls.models.layers.resnet_blocks import PYSLOWFAST_BLOCK_RULES, init_resnet_weights
 from videocls.models.layers.types import StateDict
 from videocls.models.layers.x3d_blocks import X3DBottleneck, X3DHead, X3DStem, head_window, round_width
 from videocls.models.registry import ModelConfig, register_model
@@ -171,10 +171,7 @@ _PYSLOWFAST_RULES = [
     (r"^s1\.pathway0_stem\.conv\.", "stem.conv_t."),
     (r"^s1\.pathway0_stem\.bn\.", "stem.bn."),
     (r"^s(\d)\.pathway0_res(\d+)\.", r"res\1.\2."),
-    (r"\.branch1\.", ".shortcut.conv."),
-    (r"\.branch1_bn\.", ".shortcut.bn."),
-    (r"\.branch2\.([abc])\.", r".conv_\1."),
-    (r"\.branch2\.([abc])_bn\.", r".bn_\1."),
+    *PYSLOWFAST_BLOCK_RULES,  # the bottleneck's names are the ResNets'
     (r"\.branch2\.se\.", ".se."),
     (r"^head\.conv_5\.", "head.conv_5.conv."),
     (r"^head\.conv_5_bn\.", "head.conv_5.bn."),
