@@ -494,10 +494,18 @@ class Trainer:
         # rerun of the same command finds last.pt at max_epochs and runs the test again.
         message = (f"stopped by {{signal}} during the final test; {self.ckpt_dir / 'last.pt'} holds the "
                    "finished training: rerun the same command to run the test again")
-        with PreemptionFlag(interrupt=True, message=message):
-            return run_test(model, self.data, self.cfg.test, runtime=self.runtime, env=self.env,
-                            run_dir=self.run_dir, logger=self.logger, step=self.global_step, extra=extra,
-                            title=f"{self.cfg.model.name} on {Path(self.data.val_list).name}")
+        with PreemptionFlag(interrupt=True, message=message) as preempt:
+            try:
+                return run_test(model, self.data, self.cfg.test, runtime=self.runtime, env=self.env,
+                                run_dir=self.run_dir, logger=self.logger, step=self.global_step, extra=extra,
+                                title=f"{self.cfg.model.name} on {Path(self.data.val_list).name}")
+            except RuntimeError as exc:
+                # A test loader worker that died of the job's signal before its init could ignore
+                # it is the same preemption (as in fit): nothing to save, the same exit status.
+                signum = worker_killed_by_signal(exc, preempt.received)
+                if signum is None:
+                    raise
+                raise Preempted(signum, message) from exc
 
     def close(self) -> None:
         try:
