@@ -136,21 +136,31 @@ def test_resume_mid_epoch_replays_the_same_batches(tiny_synthetic, balanced, rep
 
 def test_steps_per_epoch_and_lr_count_videos(tiny_synthetic, tmp_path):
     """The trainer with k=2: as many optimiser steps per epoch and the same scaled LR as k=1
-    (VideoMAE's num_sample rule: the LR's batch is videos), with twice the clips per batch."""
+    (VideoMAE's num_sample rule: the LR's batch is videos), with twice the clips per batch.
+    The k=2 run ships uint8 (``data.gpu_transforms``): the trainer finishes the flattened
+    payloads into twice the clips, one label each, and a step trains on them."""
     from helpers import compose_config, tiny_overrides
 
+    from videocls.data.gpu_transforms import device_transform_of
     from videocls.engine.recipe import describe_recipe
     from videocls.engine.trainer import Trainer
 
     results = {}
     for k in (1, 2):
         cfg = compose_config(tiny_overrides(tiny_synthetic, tmp_path / f"k{k}", f"++data.clips_per_video={k}",
-                                            "optim.base_batch_size=8"))
+                                            "optim.base_batch_size=8", f"data.gpu_transforms={k == 2}"))
         trainer = Trainer(cfg, tmp_path / f"k{k}")
         try:
             batch = next(iter(trainer.train_loader))
+            finish = device_transform_of(trainer.train_set)
+            assert (finish is None) == (k == 1)
+            video = batch["video"] if finish is None else finish(batch["video"], "cpu")
+            assert video.shape[0] == batch["label"].shape[0] == batch["video_idx"].shape[0]
             results[k] = (trainer.steps_per_epoch, trainer.optimizer.param_groups[0]["initial_lr"],
-                          batch["video"].shape[0])
+                          video.shape[0])
+            if k == 2:
+                trainer.batches_per_epoch = 1  # one step on the device-finished k=2 batch
+                assert trainer.train_epoch(preempt=0) and trainer.global_step == 1
         finally:
             trainer.close()
         recipe = describe_recipe(cfg, gpus=2, train_videos=20)

@@ -205,3 +205,73 @@ def test_a_training_step_with_gpu_transforms(tiny_synthetic, tmp_path):
         assert precise_bn_batch.dtype == torch.float32 and precise_bn_batch.shape == (4, *cpu.shape[1:])
     finally:
         trainer.close()
+
+
+@pytest.mark.parametrize(("share", "alpha"), [(False, None), (True, 2)])
+def test_repeated_clips_finished_on_the_device_are_the_cpu_paths_rows(real_videos_dir, tmp_path, share,
+                                                                      alpha):
+    """``data.clips_per_video=3`` with gpu_transforms: the collate flattens each video's three
+    payloads into three rows, and the device finishes them into the CPU path's k=3 batch row
+    for row (exact geometry: the jitter is the frames' short side, so the crop offsets, flips,
+    RandAugment's ops and erasing's boxes of every clip are the CPU path's draws, bit for bit),
+    with the same labels, videos and clip indices; SlowFast's pathways cut on the device."""
+    listed = tmp_path / "train.txt"
+    listed.write_text(f"{real_videos_dir / 'g1.avi'} 0\n{real_videos_dir / 'g2.avi'} 1\n")  # 400x300
+    data = VideoData(train_list=str(listed), val_list=str(listed), num_classes=2, num_frames=4,
+                     sampling_rate=2, train_short_side=(300, 300), train_crop=24, flip=True,
+                     rand_augment="rand-m9-n3-mstd0.5-p0.9", erase_prob=0.8, erase_mode="rand",
+                     erase_count=2, backend="pyav", num_workers=0, clips_per_video=3,
+                     clips_share_frames=share, gpu_transforms=True)
+    args = dict(train=True, mean=MEAN, std=STD, pathway_alpha=alpha, seed=3)
+    cpu, gpu = data.dataset("train", **args), data.dataset("train", **args, on_device=True)
+    for dataset in (cpu, gpu):
+        dataset.set_epoch(1)
+    (a,), (b,) = (list(build_loader(d, 2, 0, train=True, seed=3)) for d in (cpu, gpu))
+    payload = b["video"]
+    canvas = DeferredTransform(base=gpu.transform.base).canvas
+    assert payload["frames"].dtype == torch.uint8 and payload["frames"].shape == (6, 4, canvas, canvas, 3)
+    assert payload["coords"].shape == (6, 2, 24) and payload["rand_augment"].shape == (6, 3, 3)
+    assert payload["erasing"].shape == (6, 2, 7) and payload["seed"].shape == (6,)
+    assert (payload["erasing"][:, :, 0] >= 0).any() and (payload["rand_augment"][:, :, 0] >= 0).any()
+    for key in ("label", "video_idx", "clip_idx"):
+        assert torch.equal(a[key], b[key]), key
+    assert b["clip_idx"].tolist() == [0, 1, 2] * 2 and b["video_idx"].unique().numel() == 2
+    out = device_transform_of(gpu)(payload, "cpu")
+    for x, y in zip(*[v if alpha else [v] for v in (a["video"], out)], strict=True):
+        assert x.shape[0] == 6
+        torch.testing.assert_close(y, x, rtol=0, atol=1e-6)
+    clips = out[1] if alpha else out
+    assert all(not torch.equal(clips[i], clips[i + 1]) for i in (0, 1, 3, 4))  # k augmentations
+
+
+def test_shared_frames_are_shrunk_once_and_each_clip_draws_its_own(real_videos_dir, tmp_path, monkeypatch):
+    """Frames above ``data.gpu_resize_short`` that k clips share: the worker's uint8 resize runs
+    once per item (it draws nothing), and each clip's payload is what the deferred transform
+    makes of the decoded frames with that clip's generator ((seed, epoch, i, 0[, j]), the CPU
+    path's), parameters and pixels alike."""
+    from videocls.data import gpu_transforms
+    from videocls.data.io.reader import open_video
+
+    resizes = []
+    real = gpu_transforms.short_side_resize
+    monkeypatch.setattr(gpu_transforms, "short_side_resize",
+                        lambda clip, size: resizes.append(size) or real(clip, size))
+    path = real_videos_dir / "carphone_distorted.mp4"  # 176x144
+    listed = tmp_path / "train.txt"
+    listed.write_text(f"{path} 1\n")
+    data = VideoData(train_list=str(listed), val_list=str(listed), num_classes=2, num_frames=4,
+                     sampling_rate=4, train_short_side=(40, 56), train_crop=24, flip=True,
+                     rand_augment="rand-m9-n2-mstd0.5", backend="pyav", num_workers=0, clips_per_video=2,
+                     clips_share_frames=True, gpu_transforms=True, gpu_resize_short=64)
+    dataset = data.dataset("train", train=True, mean=MEAN, std=STD, seed=3, on_device=True)
+    item = dataset[0]
+    assert resizes == [64]
+    reference = open_video(path, backend="pyav")
+    rng = np.random.default_rng([3, 0, 0, 0])
+    frames = reference.get_frames(dataset.sampler(len(reference), reference.fps, True, 0, 1, rng).tolist())
+    rngs = [rng, np.random.default_rng([3, 0, 0, 0, 1])]
+    for j, clip_rng in enumerate(rngs):
+        expected = dataset.transform(frames, rng=clip_rng, spatial_idx=1)
+        for key, value in expected.items():
+            assert torch.equal(item["video"][key][j], value), (j, key)
+    assert not torch.equal(item["video"]["coords"][0], item["video"]["coords"][1])

@@ -48,7 +48,8 @@ def test_one_backend_or_one_per_folder(tmp_path, capsys):
 
 def test_gpu_mode_and_clips_per_video_cost_per_clip(real_videos_dir, tmp_path):
     """--mode gpu runs the worker's half of data.gpu_transforms; with --clips-per-video 2 every
-    item is two clips from one decode, so the header says so and the cost is per clip."""
+    item is two clips from one decode (in gpu mode too), so the header says so and the cost is
+    per clip."""
     folder = tmp_path / "a"
     folder.mkdir()
     shutil.copy(real_videos_dir / "g1.avi", folder / "g1.avi")
@@ -62,5 +63,10 @@ def test_gpu_mode_and_clips_per_video_cost_per_clip(real_videos_dir, tmp_path):
         assert load_tool("clip_cost").main(common + ["--mode", "decode", "--clips-per-video", "2",
                                                      "--share-frames"]) == 0
     assert "2 clips per item (shared frames)" in out.getvalue().splitlines()[0]
-    with pytest.raises(SystemExit):
-        load_tool("clip_cost").main(common + ["--mode", "gpu", "--clips-per-video", "2"])
+    for shared in ([], ["--share-frames"]):
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            argv = common + ["--mode", "gpu", "--clips-per-video", "2", *shared]
+            assert load_tool("clip_cost").main(argv) == 0
+        lines = out.getvalue().splitlines()
+        assert "2 clips per item" in lines[0] and ("(shared frames)" in lines[0]) == bool(shared)
+        assert [line.split()[2] for line in lines[2:]] == ["gpu", "gpu"]

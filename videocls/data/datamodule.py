@@ -137,9 +137,8 @@ class VideoData:
         else:
             transform = self.test_transform(mean, std)
         if on_device and self.gpu_transforms:
-            if train and getattr(self, "clips_per_video", 1) != 1:
-                raise ValueError("data.gpu_transforms=true takes data.clips_per_video=1 only (its clips "
-                                 "are not stacked yet); set one of them back")
+            # With clips_per_video=k each of an item's k clips is its own payload (the CPU path's
+            # draws, clip for clip); the collate flattens them into batch_size * k rows.
             transform = DeferredTransform(base=transform, resize_short=self.gpu_resize_short,
                                           pathway_alpha=pathway_alpha)
             pathway_alpha = None  # the device cuts the pathways, after its transform

@@ -5,20 +5,22 @@ augmentation, as MAE-ST's ``repeat_aug`` and VideoMAE's ``num_sample`` fine-tuni
 of the same video, each with its own temporal sample and augmentation, from one opening of
 the file and one decode of the sorted union of their frames. With ``share_frames`` the k
 clips are k augmentations of the same frames (VideoMAE: one temporal sample, ``_aug_frame``
-applied k times), so the decode is one clip's. Such an item holds the k clips
-stacked (``video``: ``k x C x T x H x W``, each SlowFast pathway alike) and one label; the
-collate (:func:`~videocls.data.loader.collate_clips`) flattens a batch of B such items into
-``B * k`` clips, video-major (the k clips of a video adjacent), each with its video's label,
-as VideoMAE's and PySlowFast's ``multiple_samples_collate``. What counts is the video: the
-dataset's length, the samplers, an epoch, ``data.batch_size`` (videos per device and step)
-and so the LR scaling by the global batch are all in videos; the model sees ``batch_size * k``
-clips per step. Evaluation enumerates every view of every video
-(``num_clips`` temporal x ``num_crops`` spatial), so a ``DistributedSampler``-free shard
-of indices covers each view exactly once. A batch of test views is fetched with
-``__getitems__``, which decodes each video once for all its views in the batch (the union
-of their frames in one pass), resizes each clip once and cuts every crop from it; the
-evaluation loader (:func:`~videocls.data.loader.build_loader`) keeps a video's views in one
-batch. A single view (``dataset[i]``) goes through the same code and is the same tensor.
+applied k times), so the decode is one clip's. Such an item holds the k clips stacked
+(``video``: ``k x C x T x H x W``, each SlowFast pathway alike; with ``data.gpu_transforms``
+the k uint8 payloads in one dict, every entry stacked, each clip's parameters drawn as on
+the CPU path) and one label; the collate (:func:`~videocls.data.loader.collate_clips`)
+flattens a batch of B such items into ``B * k`` clips, video-major (the k clips of a video
+adjacent), each with its video's label, as VideoMAE's and PySlowFast's
+``multiple_samples_collate``. What counts is the video: the dataset's length, the samplers,
+an epoch, ``data.batch_size`` (videos per device and step) and so the LR scaling by the
+global batch are all in videos; the model sees ``batch_size * k`` clips per step.
+Evaluation enumerates every view of every video (``num_clips`` temporal x ``num_crops``
+spatial), so a ``DistributedSampler``-free shard of indices covers each view exactly once.
+A batch of test views is fetched with ``__getitems__``, which decodes each video once for
+all its views in the batch (the union of their frames in one pass), resizes each clip once
+and cuts every crop from it; the evaluation loader
+(:func:`~videocls.data.loader.build_loader`) keeps a video's views in one batch. A single
+view (``dataset[i]``) goes through the same code and is the same tensor.
 
 Randomness comes from a generator seeded by ``(seed, epoch, index, attempt)`` (the extra
 clips of a repeated item by ``(seed, epoch, index, attempt, j)``, so its first clip is the one
@@ -151,6 +153,10 @@ class VideoClipDataset(Dataset):
                 frames = _decode_union(reader, indices)
         finally:
             reader.close()
+        shrink = getattr(self.transform, "shrink", None)  # data.gpu_transforms' uint8 resize
+        if self.share_frames and len(rngs) > 1 and shrink is not None and self.frame_filter is None:
+            shared = shrink(frames[0])  # it draws nothing: once for the k clips, not once each
+            frames = dict.fromkeys(frames, shared)
         clips = []
         for j, rng in enumerate(rngs):
             clip_frames = frames[j]
@@ -306,10 +312,13 @@ class VideoClipDataset(Dataset):
         }
 
 
-def _stack_clips(clips: list) -> torch.Tensor | list[torch.Tensor]:
-    """k clips as one ``k x C x T x H x W`` tensor, or one such tensor per SlowFast pathway."""
+def _stack_clips(clips: list) -> torch.Tensor | list[torch.Tensor] | dict[str, torch.Tensor]:
+    """k clips as one ``k x C x T x H x W`` tensor, one such tensor per SlowFast pathway, or (the
+    uint8 payloads of ``data.gpu_transforms``) one dict whose every entry has the k stacked."""
     if isinstance(clips[0], torch.Tensor):
         return torch.stack(clips)
+    if isinstance(clips[0], dict):
+        return {key: torch.stack([clip[key] for clip in clips]) for key in clips[0]}
     return [torch.stack(pathway) for pathway in zip(*clips, strict=True)]
 
 

@@ -20,6 +20,11 @@ this module the work splits in two:
   RandAugment (clip by clip, with the CPU path's own kernels), normalisation, erasing,
   SlowFast's pathways; mixup/CutMix stays where it was, on the device batch in the trainer.
 
+Repeated augmentation (``data.clips_per_video=k``) works alike: each of an item's k clips is
+its own payload, drawn from that clip's generator as the CPU path draws it (frames the k
+clips share, ``data.clips_share_frames``, are shrunk once for all of them), and the collate
+flattens the k payloads of each video into k rows that the device finishes as any others.
+
 What is the same as the CPU path, and what is not (``tests/data/test_gpu_transforms.py``):
 
 - Test views are the same tensors, bit for bit: the uint8 crop is the CPU path's, and the
@@ -125,8 +130,7 @@ class DeferredTransform:
         if not self.train:  # the CPU path up to its uint8 crop (the resize is skipped when done)
             clip = uniform_crop(short_side_resize(clip, self.min_short_side), self.crop_size, spatial_idx)
             return clip.permute(1, 0, 2, 3).contiguous()
-        if min(clip.shape[-2:]) > self.resize_short:
-            clip = short_side_resize(clip, self.resize_short)
+        clip = self.shrink(frames).permute(0, 3, 1, 2)
         ys, xs = self._geometry(*clip.shape[-2:], rng)
         if self.base.flip and rng.random() < 0.5:
             xs = xs[::-1]
@@ -147,6 +151,14 @@ class DeferredTransform:
             # Drawn last, so every draw above is the CPU path's: erasing's noise on the device.
             "seed": torch.as_tensor(int(rng.integers(2**62)), dtype=torch.int64),
         }
+
+    def shrink(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 ``T H W 3`` training frames with a short side above ``resize_short`` resized to
+        it (the worker's cheap resize). It draws nothing, so the dataset resizes frames that k
+        clips share once (``clips_share_frames``) and each clip then finds them at the size."""
+        if min(frames.shape[1:3]) <= self.resize_short:
+            return frames
+        return short_side_resize(frames.permute(0, 3, 1, 2), self.resize_short).permute(0, 2, 3, 1)
 
     def _geometry(self, height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Source rows and columns of the crop's pixels, drawn as ``ClipTransform`` draws them."""

@@ -7,9 +7,10 @@ With per-item ``weights`` (``data.class_balanced``) it draws with replacement in
 the same guarantees: one global order per ``seed + epoch``, disjoint rank shards, resumable.
 
 Repeated augmentation (``data.clips_per_video=k``): an item is one video holding k clips, and
-:func:`collate_clips` flattens a batch of B items into ``B * k`` clips. The samplers, the
-batch size, an epoch's batch count and the resume offset all count videos, so nothing here
-changes with k but the clips per batch.
+:func:`collate_clips` flattens a batch of B items into ``B * k`` clips (finished clips, or
+with ``data.gpu_transforms`` their uint8 payloads, which the device finishes row for row).
+The samplers, the batch size, an epoch's batch count and the resume offset all count videos,
+so nothing here changes with k but the clips per batch.
 
 Evaluation batches keep each video's views together (``VideoBatchSampler``), so the dataset
 decodes every video once for all its views instead of once per view.
@@ -124,16 +125,21 @@ def class_balanced_weights(labels: Sequence[int | Sequence[int]]) -> list[float]
 
 
 def _clips_of(sample: dict) -> list[dict]:
-    """A repeated-augmentation item (``clips_per_video`` k, ``video`` stacked k x ...) as its k
-    one-clip items, ``clip_idx`` 0..k-1, each with the video's label; any other item as is.
-    ``video[j]`` is a view: the clips are copied once, by the collate's own stacking."""
+    """A repeated-augmentation item (``clips_per_video`` k, ``video`` stacked k x ...: a tensor,
+    a list of SlowFast pathways, or ``data.gpu_transforms``' dict payload) as its k one-clip
+    items, ``clip_idx`` 0..k-1, each with the video's label; any other item as is. Clip ``j``
+    is a view: the clips are copied once, by the collate's own stacking."""
     k = sample.get("clips_per_video")
     if k is None:
         return [sample]
     video = sample["video"]
-    pathways = isinstance(video, list | tuple)
-    return [{**sample, "clip_idx": j, "video": [p[j] for p in video] if pathways else video[j]}
-            for j in range(k)]
+    if isinstance(video, dict):  # data.gpu_transforms: each entry of the payload holds the k clips'
+        clips = [{key: value[j] for key, value in video.items()} for j in range(k)]
+    elif isinstance(video, list | tuple):  # SlowFast pathways
+        clips = [[pathway[j] for pathway in video] for j in range(k)]
+    else:
+        clips = [video[j] for j in range(k)]
+    return [{**sample, "clip_idx": j, "video": clip} for j, clip in enumerate(clips)]
 
 
 def collate_clips(samples: list[dict]) -> dict:
