@@ -5,9 +5,9 @@
 Each folder is read by the training pipeline's own dataset (``VideoClipDataset``: the public
 reader, PySlowFast's random clip sampler, short-side jitter 256-320, random 224 crop,
 normalisation) in this process, which plays the part of one loader worker (one torch
-thread, decord with one thread). Folders take turns, a block of ``--clips`` clips each per
+thread, decord with one thread). Folders take turns, a block of ``--clips`` items each per
 round, so a machine whose speed drifts slows every folder alike; the CPU time of the process
-(all its threads, user + system) over each block is divided by the clips. Every file is
+(all its threads, user + system) over each block is divided by its clips. Every file is
 opened once before timing, so the one-off probe (cached on disk) is not counted.
 
 Printed per folder: bytes per video, CPU-ms per clip (median over rounds, and min-max),
@@ -17,7 +17,13 @@ normalisation); ``--mode gpu`` is the worker's half of ``data.gpu_transforms=tru
 parameters drawn and the uint8 region the crop reads shipped: what a worker costs when the
 transforms run on the GPU). ``--clips-per-video K`` makes K clips per item from one decode
 (``data.clips_per_video``, in every mode; ``--share-frames``: K augmentations of one clip's
-frames), and the cost is per clip. A folder holds video files or folders of frame images.
+frames), and the cost is per clip. Like ``--backend`` and ``--mode`` they take one value for
+every folder or one per folder, so arms of one folder can be measured in turns in one run:
+
+    python tools/clip_cost.py FAST FAST FAST --backend pyav --mode gpu \
+        --clips-per-video 1 2 2 --share-frames no no yes
+
+A folder holds video files or folders of frame images.
 """
 
 from __future__ import annotations
@@ -58,13 +64,14 @@ def _uint8_frames(frames: torch.Tensor, rng: np.random.Generator, spatial_idx: i
     return frames
 
 
-def _dataset(paths: list[Path], backend: str, mode: str, args) -> VideoClipDataset:
+def _dataset(paths: list[Path], backend: str, mode: str, clips_per_video: int, share_frames: bool,
+             args) -> VideoClipDataset:
     cpu = ClipTransform(crop_size=args.crop, min_short_side=256, max_short_side=320, mean=KINETICS_MEAN,
                         std=KINETICS_STD, train=True)
     transform = {"decode": _uint8_frames, "gpu": DeferredTransform(base=cpu), "full": cpu}[mode]
     return VideoClipDataset(
         [VideoRecord(str(p), 0) for p in paths], ClipSampler(args.frames, args.rate), transform, train=True,
-        backend=backend, max_retries=0, clips_per_video=args.clips_per_video, share_frames=args.share_frames,
+        backend=backend, max_retries=0, clips_per_video=clips_per_video, share_frames=share_frames,
     )
 
 
@@ -84,25 +91,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", nargs="+", default=["full"], choices=["full", "gpu", "decode"],
                         help="full: decode + CPU transform; gpu: the worker's half of data.gpu_transforms; "
                              "decode: decoding only; one for all folders, or one per folder")
-    parser.add_argument("--clips-per-video", type=int, default=1,
-                        help="clips per item from one decode (data.clips_per_video); costs are per clip")
-    parser.add_argument("--share-frames", action="store_true",
+    parser.add_argument("--clips-per-video", nargs="+", type=int, default=[1],
+                        help="clips per item from one decode (data.clips_per_video), one for all folders "
+                             "or one per folder; costs are per clip")
+    parser.add_argument("--share-frames", nargs="*", choices=["yes", "no"], default=["no"],
                         help="with --clips-per-video: augmentations of one clip's frames "
-                             "(data.clips_share_frames)")
+                             "(data.clips_share_frames); bare: every folder, else yes/no per folder")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # as in a loader worker
     for folder in args.folders:
         if not folder.is_dir():
             parser.error(f"{folder}: not a folder")
+    args.share_frames = args.share_frames or ["yes"]  # a bare --share-frames: every folder
     per_folder = {}
-    for option in ("backend", "mode"):
+    for option in ("backend", "mode", "clips_per_video", "share_frames"):
         given = getattr(args, option)
         if len(given) not in (1, len(args.folders)):
-            parser.error(f"give one --{option} or one per folder ({len(args.folders)})")
+            parser.error(f"give one --{option.replace('_', '-')} or one per folder ({len(args.folders)})")
         per_folder[option] = given * len(args.folders) if len(given) == 1 else given
-    backends, modes = per_folder["backend"], per_folder["mode"]
+    backends, modes, ks = per_folder["backend"], per_folder["mode"], per_folder["clips_per_video"]
+    shares = [share == "yes" for share in per_folder["share_frames"]]
+    if min(ks) < 1:
+        parser.error(f"--clips-per-video must be >= 1, got {min(ks)}")
     entries = [_entries(folder) for folder in args.folders]
-    datasets = [_dataset(*spec, args) for spec in zip(entries, backends, modes)]
+    datasets = [_dataset(*spec, args) for spec in zip(entries, backends, modes, ks, shares)]
     for dataset in datasets:  # probe every file (or read the cached verdict) before timing
         for index in range(len(dataset)):
             item = dataset[index]
@@ -113,20 +125,21 @@ def main(argv: list[str] | None = None) -> int:
         for dataset, costs in zip(datasets, cost):
             dataset.set_epoch(round_ + 1)
             start = time.process_time()
-            for k in range(args.clips):
-                dataset[k % len(dataset)]
-            costs.append((time.process_time() - start) / (args.clips * args.clips_per_video) * 1000)
-    per_item = f", {args.clips_per_video} clips per item{' (shared frames)' if args.share_frames else ''}"
+            for item in range(args.clips):
+                dataset[item % len(dataset)]
+            costs.append((time.process_time() - start) / (args.clips * dataset.clips_per_video) * 1000)
     print(f"{args.frames}x{args.rate} clips, {args.crop} crop, {args.rounds} rounds x {args.clips} items "
-          f"per folder{per_item if args.clips_per_video > 1 else ''} (mode full: decode + CPU train "
-          "transform; gpu: the worker's half of gpu_transforms; decode: decode only)")
-    print(f"{'folder':<40} {'backend':>8} {'mode':>6} {'bytes/video':>12} {'CPU-ms/clip':>12} "
-          f"{'min-max':>15} {'first / this':>15}")
-    for folder, backend, mode, paths, costs in zip(args.folders, backends, modes, entries, cost):
+          "per folder (mode full: decode + CPU train transform; gpu: the worker's half of gpu_transforms; "
+          "decode: decode only; clips/item: K from one decode, each sampling its own frames or sharing them)")
+    print(f"{'folder':<40} {'backend':>8} {'mode':>6} {'clips/item':>10} {'bytes/video':>12} "
+          f"{'CPU-ms/clip':>12} {'min-max':>15} {'first / this':>15}")
+    for folder, backend, mode, k, share, paths, costs in zip(args.folders, backends, modes, ks, shares,
+                                                             entries, cost):
         fewer = statistics.median(b / c for c, b in zip(costs, cost[0]))
         size = sum(_size(p) for p in paths) / len(paths)
-        print(f"{str(folder):<40} {backend:>8} {mode:>6} {size:>12,.0f} {statistics.median(costs):>12.1f} "
-              f"{min(costs):>7.1f}-{max(costs):<7.1f} {fewer:>14.2f}x")
+        per_item = str(k) if k == 1 else f"{k}/{'shared' if share else 'own'}"
+        print(f"{str(folder):<40} {backend:>8} {mode:>6} {per_item:>10} {size:>12,.0f} "
+              f"{statistics.median(costs):>12.1f} {min(costs):>7.1f}-{max(costs):<7.1f} {fewer:>14.2f}x")
     return 0
 
 
