@@ -1,10 +1,13 @@
 """Latency of one decision at batch 1: what a live deployment (``tools/predict.py --stream``)
 is sized by, for the PyTorch model at each precision and for an export (``tools/export.py``).
 
-:func:`time_latency` times each call alone (``perf_counter`` around it, CUDA synchronised)
-after untimed warm-up calls: p50 and p95 are percentiles of those times, and the sustained
-rate is the number of timed calls over the wall time of the whole back-to-back loop (so it
-includes whatever happens between calls). :func:`benchmark_latency` builds a registered model
+:func:`time_calls` is the one timing loop (``engine/quantize.py``'s fp32-vs-INT8 comparison
+uses it too): untimed warm-up rounds, then timed rounds, each round calling every callable
+once in order (interleaved, so that load from other processes falls on all alike), each call
+timed alone (``perf_counter`` around it, CUDA synchronised). :func:`time_latency` times one
+callable: p50 and p95 are percentiles of the per-call times, and the sustained rate is the
+number of timed calls over the wall time of the whole back-to-back loop (so it includes
+whatever happens between calls). :func:`benchmark_latency` builds a registered model
 at its full size (the registry's clip and crop, random weights: latency does not depend on
 them) or at its demo size (``experiment=demo``'s clip and crop), and times one clip of its
 input layout (SlowFast's two pathways included) in fp32, bf16 and, on CUDA, fp16 under the
@@ -15,7 +18,7 @@ here claims a speed-up: the rows are measured side by side and the ratio is prin
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,31 +52,56 @@ class Latency:
         return f"{'model / precision':<40} {'p50 ms':>9} {'p95 ms':>9} {'decisions/s':>12} {'repeats':>8}"
 
 
+@dataclass(frozen=True)
+class CallTimes:
+    seconds: dict[str, np.ndarray]  # per callable, its timed calls in call order
+    wall_s: float  # the whole timed loop, all callables and whatever ran between the calls
+
+
+def time_calls(calls: Mapping[str, Callable[[], object]], *, repeats: int, warmup: int,
+               sync: Callable[[], None] | None = None) -> CallTimes:
+    """Every callable of ``calls`` called in ``warmup`` untimed rounds, then in ``repeats`` timed
+    rounds; a round calls each once, in ``calls``' order. ``sync`` (e.g. a CUDA synchronise)
+    runs after the warm-up and inside each call's timing, so queued device work is counted."""
+    if repeats < 1 or warmup < 0 or not calls:
+        raise ValueError(f"repeats={repeats}, warmup={warmup}, {len(calls)} callables: "
+                         "need at least one timed call")
+    sync = sync or (lambda: None)
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    sync()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    loop_start = time.perf_counter()
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    wall = time.perf_counter() - loop_start
+    return CallTimes({name: np.asarray(t) for name, t in times.items()}, wall)
+
+
+def summary_ms(seconds: np.ndarray) -> dict[str, float]:
+    """``p50_ms``, ``p95_ms`` and ``mean_ms`` of per-call times in seconds."""
+    ms = 1000 * np.asarray(seconds)
+    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "mean_ms": float(ms.mean())}
+
+
+def device_sync(device: torch.device | str) -> Callable[[], None] | None:
+    """What :func:`time_calls` must wait for on ``device``: its CUDA queue, nothing on the CPU."""
+    device = torch.device(device)
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+
+
 def time_latency(name: str, call: Callable[[], object], *, repeats: int = 20, warmup: int = 3,
                  device: torch.device | str = "cpu") -> Latency:
     """``call()`` timed ``repeats`` times after ``warmup`` untimed calls (module docstring)."""
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats={repeats}, warmup={warmup}: need at least one timed call")
-    device = torch.device(device)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for _ in range(warmup):
-        call()
-    sync()
-    times = []
-    loop_start = time.perf_counter()
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        sync()
-        times.append(time.perf_counter() - start)
-    wall = time.perf_counter() - loop_start
-    ms = 1000 * np.asarray(times)
-    return Latency(name, p50_ms=float(np.percentile(ms, 50)), p95_ms=float(np.percentile(ms, 95)),
-                   mean_ms=float(ms.mean()), decisions_per_s=repeats / wall, repeats=repeats)
+    timed = time_calls({name: call}, repeats=repeats, warmup=warmup, sync=device_sync(device))
+    return Latency(name, **summary_ms(timed.seconds[name]), decisions_per_s=repeats / timed.wall_s,
+                   repeats=repeats)
 
 
 def build_model(name: str, size: str = "full") -> tuple[nn.Module, tuple[int, int]]:

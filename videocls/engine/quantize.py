@@ -29,13 +29,13 @@ Two numbers go into ``spec.json["quantization"]`` and are printed:
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 from torch import nn
 
 from videocls.engine.exported import GRAPH_FILES, ExportedModel
+from videocls.engine.latency import summary_ms, time_calls
 
 WARMUP = 5
 
@@ -61,25 +61,18 @@ def quantize_onnx(fp32: Path, int8: Path, calibration: list, names: list[str]) -
 
 
 def measure_latency(models: dict[str, ExportedModel], inputs, *, repeats: int, warmup: int = WARMUP) -> dict:
-    """Batch-1 latency of every model on ``inputs``, calls interleaved model by model.
+    """Batch-1 latency of every model on ``inputs``, calls interleaved model by model
+    (:func:`videocls.engine.latency.time_calls`, the one timing loop).
 
     Returns ``{name: {"p50_ms", "p95_ms", "mean_ms"}}`` plus ``repeats``; with exactly two
     models, ``speedup`` (first / second, the median per-pair ratio) and ``speedup_p5_p95``.
     """
-    if repeats < 1:
-        raise ValueError("latency needs at least one repeat")
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for i in range(warmup + repeats):
-        for name, model in models.items():
-            start = time.perf_counter()
-            model(inputs)
-            if i >= warmup:
-                times[name].append(time.perf_counter() - start)
-    result: dict = {name: {"p50_ms": 1e3 * float(np.median(t)), "p95_ms": 1e3 * float(np.percentile(t, 95)),
-                           "mean_ms": 1e3 * float(np.mean(t))} for name, t in times.items()}
+    timed = time_calls({name: (lambda m=model: m(inputs)) for name, model in models.items()},
+                       repeats=repeats, warmup=warmup)
+    result: dict = {name: summary_ms(t) for name, t in timed.seconds.items()}
     result["repeats"] = repeats
     if len(models) == 2:
-        first, second = (np.asarray(t) for t in times.values())
+        first, second = timed.seconds.values()
         ratios = first / second
         result["speedup"] = float(np.median(ratios))
         result["speedup_p5_p95"] = [float(np.percentile(ratios, 5)), float(np.percentile(ratios, 95))]
