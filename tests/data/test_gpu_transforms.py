@@ -265,7 +265,7 @@ def test_shared_frames_are_shrunk_once_and_each_clip_draws_its_own(real_videos_d
                      clips_share_frames=True, gpu_transforms=True, gpu_resize_short=64)
     dataset = data.dataset("train", train=True, mean=MEAN, std=STD, seed=3, on_device=True)
     item = dataset[0]
-    assert resizes == [64]
+    assert resizes == [64] and item["clips_per_video"] == len(item["video"]) == 2
     reference = open_video(path, backend="pyav")
     rng = np.random.default_rng([3, 0, 0, 0])
     frames = reference.get_frames(dataset.sampler(len(reference), reference.fps, True, 0, 1, rng).tolist())
@@ -273,5 +273,5 @@ def test_shared_frames_are_shrunk_once_and_each_clip_draws_its_own(real_videos_d
     for j, clip_rng in enumerate(rngs):
         expected = dataset.transform(frames, rng=clip_rng, spatial_idx=1)
         for key, value in expected.items():
-            assert torch.equal(item["video"][key][j], value), (j, key)
-    assert not torch.equal(item["video"]["coords"][0], item["video"]["coords"][1])
+            assert torch.equal(item["video"][j][key], value), (j, key)
+    assert not torch.equal(item["video"][0]["coords"], item["video"][1]["coords"])

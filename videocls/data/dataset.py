@@ -7,8 +7,8 @@ the file and one decode of the sorted union of their frames. With ``share_frames
 clips are k augmentations of the same frames (VideoMAE: one temporal sample, ``_aug_frame``
 applied k times), so the decode is one clip's. Such an item holds the k clips stacked
 (``video``: ``k x C x T x H x W``, each SlowFast pathway alike; with ``data.gpu_transforms``
-the k uint8 payloads in one dict, every entry stacked, each clip's parameters drawn as on
-the CPU path) and one label; the collate (:func:`~videocls.data.loader.collate_clips`)
+the list of the k clips' uint8 payloads, each clip's parameters drawn as on the CPU path)
+and one label; the collate (:func:`~videocls.data.loader.collate_clips`)
 flattens a batch of B such items into ``B * k`` clips, video-major (the k clips of a video
 adjacent), each with its video's label, as VideoMAE's and PySlowFast's
 ``multiple_samples_collate``. What counts is the video: the dataset's length, the samplers,
@@ -146,17 +146,15 @@ class VideoClipDataset(Dataset):
             num_frames, fps = len(reader), reader.fps
             indices = {j: self.sampler(num_frames, fps, True, 0, 1, rng)
                        for j, rng in enumerate(rngs[:1] if self.share_frames else rngs)}
-            indices.update({j: indices[0] for j in range(len(indices), len(rngs))})
-            if len(rngs) == 1:
-                frames = {0: reader.get_frames(indices[0].tolist())}
+            if len(indices) == 1:  # one clip, or k sharing its frames: one tensor (transforms only read it)
+                frames = dict.fromkeys(range(len(rngs)), reader.get_frames(indices[0].tolist()))
             else:
                 frames = _decode_union(reader, indices)
         finally:
             reader.close()
         shrink = getattr(self.transform, "shrink", None)  # data.gpu_transforms' uint8 resize
         if self.share_frames and len(rngs) > 1 and shrink is not None and self.frame_filter is None:
-            shared = shrink(frames[0])  # it draws nothing: once for the k clips, not once each
-            frames = dict.fromkeys(frames, shared)
+            frames = dict.fromkeys(frames, shrink(frames[0]))  # it draws nothing: once for the k clips
         clips = []
         for j, rng in enumerate(rngs):
             clip_frames = frames[j]
@@ -312,13 +310,14 @@ class VideoClipDataset(Dataset):
         }
 
 
-def _stack_clips(clips: list) -> torch.Tensor | list[torch.Tensor] | dict[str, torch.Tensor]:
-    """k clips as one ``k x C x T x H x W`` tensor, one such tensor per SlowFast pathway, or (the
-    uint8 payloads of ``data.gpu_transforms``) one dict whose every entry has the k stacked."""
+def _stack_clips(clips: list) -> torch.Tensor | list[torch.Tensor] | list[dict]:
+    """k clips as one ``k x C x T x H x W`` tensor, or one such tensor per SlowFast pathway. The
+    uint8 payloads of ``data.gpu_transforms`` stay a list of k dicts: the collate copies each
+    into the batch, so a clip is copied once, as with k=1 (stacking here would copy it twice)."""
     if isinstance(clips[0], torch.Tensor):
         return torch.stack(clips)
     if isinstance(clips[0], dict):
-        return {key: torch.stack([clip[key] for clip in clips]) for key in clips[0]}
+        return list(clips)
     return [torch.stack(pathway) for pathway in zip(*clips, strict=True)]
 
 

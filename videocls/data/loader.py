@@ -125,16 +125,16 @@ def class_balanced_weights(labels: Sequence[int | Sequence[int]]) -> list[float]
 
 
 def _clips_of(sample: dict) -> list[dict]:
-    """A repeated-augmentation item (``clips_per_video`` k, ``video`` stacked k x ...: a tensor,
-    a list of SlowFast pathways, or ``data.gpu_transforms``' dict payload) as its k one-clip
-    items, ``clip_idx`` 0..k-1, each with the video's label; any other item as is. Clip ``j``
-    is a view: the clips are copied once, by the collate's own stacking."""
+    """A repeated-augmentation item (``clips_per_video`` k; ``video`` stacked k x ..., a tensor
+    or a list of SlowFast pathways, or with ``data.gpu_transforms`` the list of k payload dicts)
+    as its k one-clip items, ``clip_idx`` 0..k-1, each with the video's label; any other item as
+    is. Clip ``j`` is a view: the clips are copied once, by the collate's own stacking."""
     k = sample.get("clips_per_video")
     if k is None:
         return [sample]
     video = sample["video"]
-    if isinstance(video, dict):  # data.gpu_transforms: each entry of the payload holds the k clips'
-        clips = [{key: value[j] for key, value in video.items()} for j in range(k)]
+    if isinstance(video, list | tuple) and isinstance(video[0], dict):  # data.gpu_transforms
+        clips = list(video)
     elif isinstance(video, list | tuple):  # SlowFast pathways
         clips = [[pathway[j] for pathway in video] for j in range(k)]
     else:
