@@ -20,15 +20,8 @@ from videocls.data.io.reader import open_video
 from videocls.data.sampling import ClipSampler, pack_pathways
 from videocls.data.transforms import ClipTransform
 from videocls.engine.calibrate import save_calibration
-from videocls.engine.export import (
-    ExportMismatch,
-    batch_of,
-    export_model,
-    export_run,
-    input_spec,
-    validation_clips,
-    verify,
-)
+from videocls.engine.export import ExportMismatch, export_model, export_run, input_spec, verify
+from videocls.engine.export_clips import batch_of, validation_clips
 from videocls.engine.exported import ExportedModel, check_pt2_archive, read_spec
 from videocls.engine.quantize import format_quantization
 from videocls.engine.run_loading import load_run, model_from_config, num_outputs

@@ -28,9 +28,7 @@ writes ``torch.export.save``'s archive of the same program.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -38,15 +36,14 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from videocls.data.datamodule import VideoData, model_input
-from videocls.data.io.reader import open_video
-from videocls.data.sampling import pack_pathways
 from videocls.engine.calibrate import file_sha256, load_calibration
-from videocls.engine.exported import GRAPH_FILES, SPEC, ExportedModel
+from videocls.engine.export_clips import batch_of, input_names, validation_clips
+from videocls.engine.exported import GRAPH_FILES, ExportedModel, finite_json, write_spec
+from videocls.engine.quantize import format_quantization, quantize_export
 from videocls.engine.run_loading import LoadedRun
 from videocls.engine.thresholds import load_thresholds
 
@@ -61,59 +58,7 @@ class ExportMismatch(RuntimeError):
     """The exported model's outputs differ from PyTorch's by more than the tolerance."""
 
 
-# ------------------------------------------------------------------------------ real clips
-def validation_clips(run: LoadedRun, count: int, *, video: str | Path | None = None) -> list:
-    """``count`` test views as the model takes them (a ``C T H W`` tensor, or ``[slow, fast]``):
-    the centre view of ``count`` validation videos spread evenly over the run's list (a list
-    sorted by class gives every part of it), or ``count`` clips spread over ``video``. Decoded
-    by videocls's reader and made by the run's test transform; an unreadable video is replaced
-    by the next one (the dataset reports it)."""
-    model_args = model_input(run.model)
-    alpha = model_args["pathway_alpha"]
-    if video is not None:
-        reader = open_video(video)
-        try:
-            sampler = run.data.sampler()
-            transform = run.data.test_transform(model_args["mean"], model_args["std"])
-            clips = []
-            for clip_idx in range(count):
-                indices = sampler(len(reader), reader.fps, train=False, clip_idx=clip_idx, num_clips=count)
-                clip = transform(reader.get_frames(indices.tolist()), rng=np.random.default_rng(0),
-                                 spatial_idx=1)
-                clips.append(pack_pathways(clip, alpha) if alpha else clip)
-        finally:
-            reader.close()
-        return clips
-    dataset = run.data.dataset("val", train=False, **model_args, num_clips=1, num_crops=1)
-    total = len(dataset)
-    clips, taken = [], set()
-    for start in np.linspace(0, total, num=min(count, total), endpoint=False).astype(int).tolist():
-        index = next((i for i in range(start, total) if i not in taken), None)
-        while index is not None:
-            taken.add(index)
-            item = dataset[index]
-            if item["valid"]:
-                clips.append(item["video"])
-                break
-            index = next((i for i in range(index + 1, total) if i not in taken), None)
-    if len(clips) < count:
-        raise ValueError(f"{run.data.val_list}: {len(clips)} readable validation videos, {count} needed "
-                         "(pass --video FILE for a real clip to check the export on, or fewer clips)")
-    return clips
-
-
-def batch_of(clips: Sequence) -> torch.Tensor | list[torch.Tensor]:
-    """Clips stacked into the model's batch input (per pathway for SlowFast)."""
-    if isinstance(clips[0], (list, tuple)):
-        return [torch.stack([clip[p] for clip in clips]) for p in range(len(clips[0]))]
-    return torch.stack(list(clips))
-
-
 # ------------------------------------------------------------------------------ the spec
-def input_names(model: nn.Module) -> list[str]:
-    return ["slow", "fast"] if model_input(model)["pathway_alpha"] else ["video"]
-
-
 def input_spec(model: nn.Module, example, *, name: str, data: VideoData, fmt: str) -> dict:
     """What a caller needs to make ``model``'s input from a video: ``data``'s test sampling and
     views with the model's normalisation (unless the data sets its own), and the input layout."""
@@ -151,22 +96,7 @@ def build_spec(run: LoadedRun, example: torch.Tensor | list[torch.Tensor], *, fm
                    "calibration_file": calibration.get("path") if calibration else None,
                    "thresholds_file": thresholds.get("path") if thresholds else None},
     })
-    return _finite(spec)
-
-
-def _finite(node):
-    """JSON has no NaN/inf (and ``read_spec`` refuses them): non-finite numbers become null."""
-    if isinstance(node, dict):
-        return {k: _finite(v) for k, v in node.items()}
-    if isinstance(node, (list, tuple)):
-        return [_finite(v) for v in node]
-    if isinstance(node, float) and not math.isfinite(node):
-        return None
-    return node
-
-
-def write_spec(directory: Path, spec: dict) -> None:
-    (directory / SPEC).write_text(json.dumps(spec, indent=2, allow_nan=False) + "\n")
+    return finite_json(spec)
 
 
 # ------------------------------------------------------------------------------ graphs
@@ -293,8 +223,6 @@ def export_run(run: LoadedRun, out: str | Path, *, fmt: str = "onnx", video: str
     check_out(Path(out))
     extend = None
     if quantize:
-        from videocls.engine.quantize import quantize_export
-
         def extend(staging: Path, spec: dict) -> dict:
             return quantize_export(run, staging, spec, calibration_clips=calibration_clips,
                                    latency_repeats=latency_repeats)
@@ -313,7 +241,5 @@ def format_export(spec: dict, out: str | Path) -> str:
              f"max |logit difference| {v['max_abs_diff']:.2e} <= {v['tolerance']:g}"]
     q = spec.get("quantization")
     if q:
-        from videocls.engine.quantize import format_quantization
-
         lines.append(format_quantization(q))
     return "\n".join(lines)

@@ -230,3 +230,18 @@ def check_pt2_archive(path: Path) -> None:
                 except Exception as error:
                     raise ValueError(f"{path}: its example inputs {member} are not plain tensors "
                                      f"({type(error).__name__}); refusing to load it") from None
+
+
+def finite_json(node):
+    """JSON has no NaN/inf (and ``read_spec`` refuses them): non-finite numbers become null."""
+    if isinstance(node, dict):
+        return {k: finite_json(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [finite_json(v) for v in node]
+    if isinstance(node, float) and not math.isfinite(node):
+        return None
+    return node
+
+
+def write_spec(directory: Path, spec: dict) -> None:
+    (directory / SPEC).write_text(json.dumps(spec, indent=2, allow_nan=False) + "\n")

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from videocls.engine.exported import GRAPH_FILES, ExportedModel
+from videocls.engine.export_clips import batch_of, input_names, validation_clips
+from videocls.engine.exported import GRAPH_FILES, ExportedModel, write_spec
 from videocls.engine.latency import summary_ms, time_calls
 
 WARMUP = 5
@@ -114,8 +115,6 @@ def evaluate_exported(run, exported: ExportedModel) -> dict:
 def quantize_export(run, staging: Path, spec: dict, *, calibration_clips: int, latency_repeats: int) -> dict:
     """Add the INT8 graph to the verified fp32 export in ``staging`` and its measured numbers
     to ``spec`` (returned, ``precision`` now ``int8``)."""
-    from videocls.engine.export import batch_of, input_names, validation_clips, write_spec
-
     if calibration_clips < 1:
         raise ValueError("--calibration-clips must be at least 1")
     int8_name = GRAPH_FILES[("onnx", "int8")]
