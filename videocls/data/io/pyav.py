@@ -98,9 +98,12 @@ class PyAVDecoder:
         self.container = None
         self.stream = None
         self.seek_by_pts = True  # until a seek by pts lands past its keyframe (AVI)
-        # One converter for every frame: ``frame.to_ndarray(format="rgb24")`` builds a new
-        # swscale context per frame, which cost a third of a 32-frame all-intra clip's
-        # decode; the shared one keeps its context while the frame size stays (same pixels).
+        # One converter for every frame, on this thread: ``frame.to_ndarray(format="rgb24")``
+        # builds a new swscale context per frame with FFmpeg's automatic threading (a pool of
+        # a thread per CPU, started and joined every frame), which cost half of a 32-frame
+        # all-intra clip's decode; a loader worker is one core anyway. The same pixels (slice
+        # threading does not change them). A pool kept alive would also be inherited, threads
+        # missing, by a forked child, whose exit then freed it: a segfault seen in the suite.
         self.rgb = VideoReformatter()
         self.frames_decoded = 0  # frames the decoder output, wanted or not (for tests and benchmarks)
 
@@ -175,7 +178,7 @@ class PyAVDecoder:
         frames = []
         for position, frame in numbered:
             if position == wanted[len(frames)]:
-                frames.append(self.rgb.reformat(frame, format="rgb24").to_ndarray())
+                frames.append(self.rgb.reformat(frame, format="rgb24", threads=1).to_ndarray())
                 if len(frames) == len(wanted):
                     break
         return frames
