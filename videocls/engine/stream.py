@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from videocls.data.io.access import VideoDecodeError
-from videocls.data.io.pyav import decoded_frames
+from videocls.data.io.pyav import decoded_frames, rgb_converter
 from videocls.data.sampling import clip_span
 from videocls.engine.predictor import VideoPredictor
 
@@ -259,6 +259,7 @@ class StreamClassifier:
         rate = source_rate(stream)
         tolerance = 0.5 / rate if rate else 0.0  # the frame nearest each point of the grid
         first_time, next_keep, start = None, 0.0, time.perf_counter()
+        to_rgb = rgb_converter()
         try:
             for index, frame in enumerate(decoded_frames(container, stream)):
                 if stop.is_set():
@@ -278,7 +279,7 @@ class StreamClassifier:
                     arrival = start + t / self.speed
                     if arrival > now:
                         time.sleep(arrival - now)
-                rgb = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+                rgb = torch.from_numpy(to_rgb(frame))
                 view = transform(rgb[None], rng=rng, spatial_idx=1)
                 self.stats.frames_kept += 1
                 queue.put(_Frame(index, t, arrival, view))

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 
 import av
@@ -34,7 +34,7 @@ from av.video.reformatter import VideoReformatter
 from videocls.data.io.access import VideoDecodeError
 from videocls.data.io.demux import PacketIndex, open_container
 
-__all__ = ["PyAVDecoder", "SeekFailed", "decoded_frames", "frames_to_decode", "plan_runs"]
+__all__ = ["PyAVDecoder", "SeekFailed", "decoded_frames", "frames_to_decode", "plan_runs", "rgb_converter"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,19 @@ def decoded_frames(container, stream) -> Iterator[av.VideoFrame]:
             pass
         if packet is None:
             return
+
+
+def rgb_converter() -> Callable[[av.VideoFrame], np.ndarray]:
+    """``frame -> H x W x 3`` uint8 RGB, the pixels of ``frame.to_ndarray(format="rgb24")``,
+    with one swscale context kept for every frame and run on the calling thread.
+
+    ``to_ndarray`` builds a new context per frame with FFmpeg's automatic threading (a thread
+    per CPU), which cost half of a 32-frame all-intra clip's decode; a loader worker is one
+    core anyway, and slice threading does not change the pixels. A context whose threads were
+    kept alive would also be inherited, threads missing, by a forked child (a loader worker),
+    whose exit then freed it: a segfault seen in the suite."""
+    reformatter = VideoReformatter()
+    return lambda frame: reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
 class SeekFailed(Exception):
@@ -98,13 +111,7 @@ class PyAVDecoder:
         self.container = None
         self.stream = None
         self.seek_by_pts = True  # until a seek by pts lands past its keyframe (AVI)
-        # One converter for every frame, on this thread: ``frame.to_ndarray(format="rgb24")``
-        # builds a new swscale context per frame with FFmpeg's automatic threading (a pool of
-        # a thread per CPU, started and joined every frame), which cost half of a 32-frame
-        # all-intra clip's decode; a loader worker is one core anyway. The same pixels (slice
-        # threading does not change them). A pool kept alive would also be inherited, threads
-        # missing, by a forked child, whose exit then freed it: a segfault seen in the suite.
-        self.rgb = VideoReformatter()
+        self.rgb = rgb_converter()
         self.frames_decoded = 0  # frames the decoder output, wanted or not (for tests and benchmarks)
 
     def _open(self) -> None:
@@ -178,7 +185,7 @@ class PyAVDecoder:
         frames = []
         for position, frame in numbered:
             if position == wanted[len(frames)]:
-                frames.append(self.rgb.reformat(frame, format="rgb24", threads=1).to_ndarray())
+                frames.append(self.rgb(frame))
                 if len(frames) == len(wanted):
                     break
         return frames
