@@ -28,10 +28,14 @@ flattens the k payloads of each video into k rows that the device finishes as an
 A batch's canvases are written where they travel (:class:`CanvasBlock`): the dataset's
 ``__getitems__`` gives each clip a slot of one ``B*k x T x S x S x 3`` tensor, in shared memory
 inside a loader worker, and the collate passes that tensor on as the batch's ``frames`` instead
-of stacking copies of the canvases into a new one (which, in a worker, copied every canvas once
-more into fresh shared memory: ~5-7 CPU-ms per 32-frame clip). The batch is one shared-memory
-segment (one file descriptor while it lives), as a stacked batch was, and holds nothing but
-the batch's clips, so the main process keeps no worker memory longer than the batch.
+of stacking copies of the canvases into a new one (in a worker, into fresh shared memory). The
+batch is one shared-memory segment (one file descriptor while it lives), as a stacked batch
+was, and holds nothing but the batch's clips, so the main process keeps no worker memory
+longer than the batch. What this saves is the copy and the private canvases (~1 CPU-ms per
+32x2 clip); most of what the stacking cost, the kernel's allocation of fresh shared memory
+(~6 CPU-ms per 7.8 MB canvas), is paid once either way: only reusing blocks would avoid it, and
+a worker cannot know when the main process (or a ``pin_memory`` thread, or a caller that keeps
+a batch) is done with one.
 
 What is the same as the CPU path, and what is not (``tests/data/test_gpu_transforms.py``):
 
