@@ -138,10 +138,9 @@ class VideoClipDataset(Dataset):
         clip_idx, spatial_idx = divmod(view, self.num_crops)
         return video_idx, clip_idx, spatial_idx
 
-    def _load_clips(self, record: VideoRecord, rngs: list[np.random.Generator], slots: list | None) -> list:
+    def _load_clips(self, record: VideoRecord, rngs: list[np.random.Generator]) -> list:
         """One random training clip per generator in ``rngs``: each draws its own frames and
-        augmentation, and the file is opened once and decoded once for all of them. ``slots``
-        (data.gpu_transforms, a batch): where each clip's uint8 canvas is built."""
+        augmentation, and the file is opened once and decoded once for all of them."""
         reader = open_video(record.path, backend=self.backend, num_threads=self.num_threads)
         try:
             num_frames, fps = len(reader), reader.fps
@@ -161,8 +160,7 @@ class VideoClipDataset(Dataset):
             clip_frames = frames[j]
             if self.frame_filter is not None:
                 clip_frames = self.frame_filter(clip_frames, rng)
-            where = {} if slots is None else {"slot": slots[j]}
-            clip = self.transform(clip_frames, rng=rng, spatial_idx=1, **where)
+            clip = self.transform(clip_frames, rng=rng, spatial_idx=1)
             clips.append(pack_pathways(clip, self.slowfast_alpha) if self.slowfast_alpha else clip)
         return clips
 
@@ -250,15 +248,9 @@ class VideoClipDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict]:
         """The items at ``indices`` (what the DataLoader asks for a batch): test views grouped
-        by video, each video decoded once for all of them; with data.gpu_transforms, training
-        clips built in one block of canvases that the collate passes on (no stacking copy)."""
+        by video, each video decoded once for all of them."""
         if self.train:
-            k = self.clips_per_video
-            make = getattr(self.transform, "canvas_block", None)
-            block = make(len(indices) * k) if make is not None else None
-            return [self._train_item(index, None if block is None else
-                                     [block.slot(i * k + j) for j in range(k)])
-                    for i, index in enumerate(indices)]
+            return [self[index] for index in indices]
         by_video: dict[int, list[int]] = {}
         for index in dict.fromkeys(indices):
             by_video.setdefault(self.view_of(index)[0], []).append(index)
@@ -270,9 +262,6 @@ class VideoClipDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         if not self.train:
             return self.__getitems__([index])[0]
-        return self._train_item(index, None)
-
-    def _train_item(self, index: int, slots: list | None) -> dict:
         video_idx = self.view_of(index)[0]
         skipped: list[tuple[str, str]] = []
         for attempt in range(self.max_retries + 1):
@@ -281,7 +270,7 @@ class VideoClipDataset(Dataset):
             rngs = [rng] + [np.random.default_rng([self.seed, self.epoch, index, attempt, j])
                             for j in range(1, self.clips_per_video)]
             try:
-                clips = self._load_clips(record, rngs, slots)
+                clips = self._load_clips(record, rngs)
             except BAD_VIDEO_ERRORS as error:
                 self._skip(record, error, skipped)
                 video_idx = int(rng.integers(len(self.records)))
@@ -323,8 +312,8 @@ class VideoClipDataset(Dataset):
 
 def _stack_clips(clips: list) -> torch.Tensor | list[torch.Tensor] | list[dict]:
     """k clips as one ``k x C x T x H x W`` tensor, or one such tensor per SlowFast pathway. The
-    uint8 payloads of ``data.gpu_transforms`` stay a list of k dicts: their canvases are slots
-    of the batch's block (``__getitems__``), which the collate passes on uncopied."""
+    uint8 payloads of ``data.gpu_transforms`` stay a list of k dicts: the collate copies each
+    into the batch, so a clip is copied once, as with k=1 (stacking here would copy it twice)."""
     if isinstance(clips[0], torch.Tensor):
         return torch.stack(clips)
     if isinstance(clips[0], dict):

@@ -25,18 +25,6 @@ its own payload, drawn from that clip's generator as the CPU path draws it (fram
 clips share, ``data.clips_share_frames``, are shrunk once for all of them), and the collate
 flattens the k payloads of each video into k rows that the device finishes as any others.
 
-A batch's canvases are written where they travel (:class:`CanvasBlock`): the dataset's
-``__getitems__`` gives each clip a slot of one ``B*k x T x S x S x 3`` tensor, in shared memory
-inside a loader worker, and the collate passes that tensor on as the batch's ``frames`` instead
-of stacking copies of the canvases into a new one (in a worker, into fresh shared memory). The
-batch is one shared-memory segment (one file descriptor while it lives), as a stacked batch
-was, and holds nothing but the batch's clips, so the main process keeps no worker memory
-longer than the batch. What this saves is the copy and the private canvases (~1 CPU-ms per
-32x2 clip); most of what the stacking cost, the kernel's allocation of fresh shared memory
-(~6 CPU-ms per 7.8 MB canvas), is paid once either way: only reusing blocks would avoid it, and
-a worker cannot know when the main process (or a ``pin_memory`` thread, or a caller that keeps
-a batch) is done with one.
-
 What is the same as the CPU path, and what is not (``tests/data/test_gpu_transforms.py``):
 
 - Test views are the same tensors, bit for bit: the uint8 crop is the CPU path's, and the
@@ -55,12 +43,10 @@ What is the same as the CPU path, and what is not (``tests/data/test_gpu_transfo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import get_worker_info
 
 from videocls.data.augment import RAND_AUGMENT_OPS, random_resized_crop_box
 from videocls.data.sampling import pack_pathways
@@ -92,47 +78,6 @@ def _source_coords(start: float, count: int, scale: float, low: float, high: flo
     return np.clip((start + np.arange(count) + 0.5) * scale - 0.5, low, high)
 
 
-class CanvasBlock:
-    """``count`` training canvases in one uint8 tensor, :attr:`block`: slot ``i`` is clip ``i``
-    of a batch (video-major, as the collate orders the clips), so that the batch travels as it
-    was built (:func:`~videocls.data.loader.collate_clips` passes :attr:`block` on, no stacking).
-
-    The tensor is made at the first slot's use, when the canvas shape is known: in shared memory
-    inside a loader worker (as ``default_collate`` makes a worker's stacked output; fresh shared
-    memory reads as zeros), in ordinary zeroed memory otherwise. A slot asked for another shape
-    is an ordinary tensor of its own (the collate then stacks, as before); a slot taken again
-    (a retried video) is zeroed first, so its padding is what a fresh canvas has.
-    """
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-        self.block: torch.Tensor | None = None
-        self._taken: set[int] = set()
-
-    def slot(self, index: int) -> Callable[[tuple[int, ...]], torch.Tensor]:
-        """What :class:`DeferredTransform` calls with its canvas shape to get clip ``index``'s."""
-        return lambda shape: self._take(index, tuple(shape))
-
-    def _take(self, index: int, shape: tuple[int, ...]) -> torch.Tensor:
-        if self.block is None:
-            self.block = _zeros((self.count, *shape), shared=get_worker_info() is not None)
-        if self.block.shape[1:] != shape:
-            return _zeros(shape, shared=False)
-        canvas = self.block[index]
-        if index in self._taken:
-            canvas.numpy().fill(0)  # numpy: no torch thread pool in a forked worker
-        self._taken.add(index)
-        return canvas
-
-
-def _zeros(shape: tuple[int, ...], *, shared: bool) -> torch.Tensor:
-    """A zeroed uint8 tensor (not a view: the collate recognises its slots by ``_base``)."""
-    if not shared:
-        return torch.from_numpy(np.zeros(shape, dtype=np.uint8))
-    storage = torch.UntypedStorage._new_shared(math.prod(shape))  # as default_collate's output
-    return torch.empty(0, dtype=torch.uint8).set_(storage, 0, shape)
-
-
 @dataclass(frozen=True, kw_only=True)
 class DeferredTransform:
     """The worker's half of ``base`` (a :class:`ClipTransform`): parameters and uint8 pixels.
@@ -143,8 +88,6 @@ class DeferredTransform:
     resampling positions, ``rand_augment`` and ``erasing`` the drawn ops, ``seed``), for test
     the uint8 crop ``3 x T x crop x crop``. ``crop_size``, ``min_short_side`` and ``train``
     are the base transform's, which the dataset reads (test views: one resize per clip).
-    ``slot`` (a :meth:`CanvasBlock.slot`) gives the tensor to build a training canvas in;
-    without it the canvas is a tensor of its own.
     """
 
     base: ClipTransform
@@ -182,12 +125,7 @@ class DeferredTransform:
         """What a test view ships (the dataset's placeholder for an unreadable view matches it)."""
         return torch.uint8
 
-    def canvas_block(self, count: int) -> CanvasBlock | None:
-        """Slots for a batch of ``count`` training clips (the dataset's ``__getitems__``)."""
-        return CanvasBlock(count) if self.train else None
-
-    def __call__(self, frames: torch.Tensor, rng: np.random.Generator, spatial_idx: int = 1, *,
-                 slot: Callable[[tuple[int, ...]], torch.Tensor] | None = None):
+    def __call__(self, frames: torch.Tensor, rng: np.random.Generator, spatial_idx: int = 1):
         clip = frames.permute(0, 3, 1, 2)  # T C H W, a view: channels-last in memory
         if not self.train:  # the CPU path up to its uint8 crop (the resize is skipped when done)
             clip = uniform_crop(short_side_resize(clip, self.min_short_side), self.crop_size, spatial_idx)
@@ -202,12 +140,11 @@ class DeferredTransform:
         x1 = min(int(xs.max()) + 2, clip.shape[-1])
         if max(y1 - y0, x1 - x0) > self.canvas:  # a bound in __post_init__ is wrong: a bug
             raise AssertionError(f"region {y1 - y0}x{x1 - x0} exceeds the canvas {self.canvas}")
-        shape = (clip.shape[0], self.canvas, self.canvas, 3)
-        out = slot(shape) if slot is not None else _zeros(shape, shared=False)
-        out.numpy()[:, : y1 - y0, : x1 - x0] = clip.permute(0, 2, 3, 1).numpy()[:, y0:y1, x0:x1]
+        canvas = np.zeros((clip.shape[0], self.canvas, self.canvas, 3), dtype=np.uint8)
+        canvas[:, : y1 - y0, : x1 - x0] = clip.permute(0, 2, 3, 1).numpy()[:, y0:y1, x0:x1]
         coords = np.stack([ys - y0, xs - x0]).clip(0, None)
         return {
-            "frames": out,
+            "frames": torch.from_numpy(canvas),
             "coords": torch.from_numpy(coords),
             "rand_augment": self._rand_augment_rows(rng),
             "erasing": self._erasing_rows(rng),

@@ -8,8 +8,7 @@ the same guarantees: one global order per ``seed + epoch``, disjoint rank shards
 
 Repeated augmentation (``data.clips_per_video=k``): an item is one video holding k clips, and
 :func:`collate_clips` flattens a batch of B items into ``B * k`` clips (finished clips, or
-with ``data.gpu_transforms`` their uint8 payloads, which the device finishes row for row;
-the payloads' canvases, built in one block per batch, pass through as that block, uncopied).
+with ``data.gpu_transforms`` their uint8 payloads, which the device finishes row for row).
 The samplers, the batch size, an epoch's batch count and the resume offset all count videos,
 so nothing here changes with k but the clips per batch.
 
@@ -129,8 +128,7 @@ def _clips_of(sample: dict) -> list[dict]:
     """A repeated-augmentation item (``clips_per_video`` k; ``video`` stacked k x ..., a tensor
     or a list of SlowFast pathways, or with ``data.gpu_transforms`` the list of k payload dicts)
     as its k one-clip items, ``clip_idx`` 0..k-1, each with the video's label; any other item as
-    is. Clip ``j`` is a view: the clips are copied once, by the collate's own stacking (none
-    at all for gpu_transforms canvases built in a block, :func:`_canvas_block`)."""
+    is. Clip ``j`` is a view: the clips are copied once, by the collate's own stacking."""
     k = sample.get("clips_per_video")
     if k is None:
         return [sample]
@@ -144,36 +142,13 @@ def _clips_of(sample: dict) -> list[dict]:
     return [{**sample, "clip_idx": j, "video": clip} for j, clip in enumerate(clips)]
 
 
-def _canvas_block(videos: list) -> torch.Tensor | None:
-    """The tensor whose slots, in order and all of them, are the ``frames`` of ``videos``
-    (data.gpu_transforms payloads built by ``gpu_transforms.CanvasBlock``), or None."""
-    if not all(isinstance(v, dict) and "frames" in v for v in videos):
-        return None
-    frames = [v["frames"] for v in videos]
-    block = frames[0]._base  # a slot is a view of the block, and the block is no view
-    if block is None or block.shape[0] != len(frames) or not block.is_contiguous():
-        return None
-    start, step = block.storage_offset(), block.stride(0)
-    if any(f._base is not block or f.storage_offset() != start + i * step or f.shape != block.shape[1:]
-           for i, f in enumerate(frames)):
-        return None
-    return block
-
-
 def collate_clips(samples: list[dict]) -> dict:
     """Default collate, except ``skipped`` (variable-length list of (path, reason)) is concatenated,
-    an item of ``k`` repeated clips (``clips_per_video``) becomes ``k`` consecutive rows, and the
-    gpu_transforms canvases of a batch built in one block are that block: no stacking, which in
-    a worker would copy every canvas into new shared memory (one segment a batch either way)."""
+    and an item of ``k`` repeated clips (``clips_per_video``) becomes ``k`` consecutive rows."""
     skipped = [entry for s in samples for entry in s["skipped"]]
     samples = [clip for s in samples for clip in _clips_of(s)]
-    rows = [{k: v for k, v in s.items() if k not in ("skipped", "clips_per_video")} for s in samples]
-    block = _canvas_block([row["video"] for row in rows])
-    if block is not None:
-        rows = [{**row, "video": {k: v for k, v in row["video"].items() if k != "frames"}} for row in rows]
-    batch = default_collate(rows)
-    if block is not None:
-        batch["video"]["frames"] = block
+    batch = default_collate([{k: v for k, v in s.items() if k not in ("skipped", "clips_per_video")}
+                             for s in samples])
     batch["skipped"] = skipped
     return batch
 
