@@ -1,5 +1,6 @@
 """The video reader against the real corpus: every frame served must equal a plain sequential PyAV decode."""
 
+import gc
 import json
 import multiprocessing
 import os
@@ -17,6 +18,7 @@ import torch
 
 from videocls.data.io import probe, probe_cache
 from videocls.data.io.access import VideoDecodeError
+from videocls.data.io.demux import open_container
 from videocls.data.io.reader import fallback_counts, open_video
 
 REAL_VIDEOS = Path(__file__).resolve().parents[2].parent / "shared" / "real-videos"
@@ -273,3 +275,37 @@ def test_disk_cache_is_compacted_when_mostly_stale(tmp_path, monkeypatch):
     assert len(open_video(path)) == 16  # stale records are not trusted: probed again
     records = [json.loads(line) for line in cache.read_text().splitlines()]
     assert len(records) == 1 and records[0]["num_frames"] == 16
+
+
+class _Cycle:
+    """A reference cycle: only the garbage collector frees what it holds."""
+
+
+def _collect_and_exit() -> None:
+    gc.collect()
+
+
+def test_a_forked_child_does_not_free_its_parents_decoders():
+    """A decoder left in garbage by the parent (here an open, threaded PyAV container in a
+    reference cycle) is not freed by a forked child's garbage collector, which would join codec
+    threads that only exist in the parent: without the fork rule of videocls.data.io.demux the
+    child hangs (or segfaults) in gc.collect()."""
+    ctx = multiprocessing.get_context("fork")
+    gc.disable()  # the garbage must still be there when the child is forked
+    try:
+        container, stream = open_container(str(REAL_VIDEOS / "bikes.mp4"))
+        for _, _frame in zip(range(3), container.decode(stream)):
+            pass
+        holder = _Cycle()
+        holder.container, holder.me = container, holder
+        del holder, container, stream, _frame
+        child = ctx.Process(target=_collect_and_exit)
+        child.start()
+    finally:
+        gc.enable()
+    child.join(timeout=30)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung freeing its parent's decoder")
+    assert child.exitcode == 0
+    gc.collect()  # the parent frees it, where its threads live

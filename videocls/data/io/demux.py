@@ -4,10 +4,19 @@ One demux pass reads every packet's timestamps and keyframe flag: the map from f
 position to keyframe that both the PyAV seek path (:mod:`~videocls.data.io.pyav`) and the
 probe (:mod:`~videocls.data.io.probe`) work from. Demuxing costs a small fraction of a
 decode, and the index of the files a process used last is kept in memory.
+
+Every decoder is opened after this module is imported, which registers one rule for forked
+children (DataLoader workers): a child inherits all of its parent's objects, garbage included,
+and a decoder left in a reference cycle there, freed by the child's garbage collector, would
+join codec threads that exist only in the parent (the child hangs, or segfaults at exit: seen
+in the suite). So right after a fork the child freezes what it inherited (``gc.freeze``): the
+collector never frees it there; the parent still does.
 """
 
 from __future__ import annotations
 
+import gc
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -22,6 +31,8 @@ __all__ = ["PacketIndex", "cached_index", "demux_index", "open_container"]
 
 _INDEX_CACHE_SIZE = 256
 _lock = threading.Lock()
+
+os.register_at_fork(after_in_child=gc.freeze)
 
 
 @dataclass(frozen=True)
