@@ -86,6 +86,8 @@ def main() -> None:
     if args.what == "latency":
         if args.int8 and args.onnx is None:
             parser.error("--int8 times the INT8 graph of an export: give --onnx DIR")
+        if args.repeats < 1 or args.warmup < 0:
+            parser.error(f"--repeats must be >= 1 and --warmup >= 0 (got {args.repeats}, {args.warmup})")
         if args.threads:
             torch.set_num_threads(args.threads)
         print(f"# batch 1, {args.repeats} timed calls after {args.warmup}, {torch.get_num_threads()} "

@@ -64,7 +64,7 @@ def _uint8_frames(frames: torch.Tensor, rng: np.random.Generator, spatial_idx: i
     return frames
 
 
-def _dataset(paths: list[Path], backend: str, mode: str, clips_per_video: int, share_frames: bool,
+def _dataset(paths: list[Path], backend: str, mode: str, *, clips_per_video: int, share_frames: bool,
              args) -> VideoClipDataset:
     cpu = ClipTransform(crop_size=args.crop, min_short_side=256, max_short_side=320, mean=KINETICS_MEAN,
                         std=KINETICS_STD, train=True)
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                              "or one per folder; costs are per clip")
     parser.add_argument("--share-frames", nargs="*", choices=["yes", "no"], default=["no"],
                         help="with --clips-per-video: augmentations of one clip's frames "
-                             "(data.clips_share_frames); bare: every folder, else yes/no per folder")
+                             "(data.clips_share_frames); bare: every folder, else yes/no per folder "
+                             "(a bare one goes after the folders, or it takes a folder as its value)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # as in a loader worker
     for folder in args.folders:
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     if min(ks) < 1:
         parser.error(f"--clips-per-video must be >= 1, got {min(ks)}")
     entries = [_entries(folder) for folder in args.folders]
-    datasets = [_dataset(*spec, args) for spec in zip(entries, backends, modes, ks, shares)]
+    datasets = [_dataset(paths, backend, mode, clips_per_video=k, share_frames=share, args=args)
+                for paths, backend, mode, k, share in zip(entries, backends, modes, ks, shares)]
     for dataset in datasets:  # probe every file (or read the cached verdict) before timing
         for index in range(len(dataset)):
             item = dataset[index]

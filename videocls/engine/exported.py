@@ -18,6 +18,9 @@ in places (pickled weights, example inputs): a ``.pt2`` is opened only when its 
 no pickled weights or constants and its example inputs load with ``torch.load(weights_only=True)``,
 so torch's pickle fallbacks are never reached (:func:`check_pt2_archive`).
 
+:func:`write_spec` is the one writer of ``spec.json`` (strict JSON: numbers that are not finite
+go through :func:`finite_json` first, which makes them null), beside :func:`read_spec`, its reader.
+
 The inputs are what the PyTorch model takes: a ``B C T H W`` float tensor, or ``[slow, fast]``
 for a two-pathway model (``spec["inputs"]`` names and shapes them, batch dynamic); calling the
 model returns the logits as a float32 ``torch.Tensor`` (``B x num_classes``). The temperature
@@ -244,4 +247,5 @@ def finite_json(node):
 
 
 def write_spec(directory: Path, spec: dict) -> None:
+    """``directory/spec.json``; ``allow_nan=False``: pass a spec with floats through :func:`finite_json`."""
     (directory / SPEC).write_text(json.dumps(spec, indent=2, allow_nan=False) + "\n")

@@ -40,7 +40,7 @@ from videocls.data.io import probe_cache
 from videocls.data.io.access import VideoDecodeError
 from videocls.data.io.demux import PacketIndex, cached_index, open_container
 from videocls.data.io.probe_cache import Probe
-from videocls.data.io.pyav import PyAVDecoder, SeekFailed, decoded_frames
+from videocls.data.io.pyav import PyAVDecoder, SeekFailed, decoded_frames, rgb_converter
 
 __all__ = ["load_decord", "probe_file", "run_probe"]
 
@@ -155,12 +155,13 @@ def run_probe(path: str, index: PacketIndex) -> Probe:
     decoded_keys: list[int] = []
     container, stream = open_container(path)
     time_base, header_rate = stream.time_base, stream.average_rate
+    to_rgb = rgb_converter()  # the pixels of frame.to_ndarray(format="rgb24"), see io/__init__
     try:
         for frame in decoded_frames(container, stream):
             if not decoded_pts:
                 height, width = frame.height, frame.width
             if len(decoded_pts) in wanted:
-                truth[len(decoded_pts)] = frame.to_ndarray(format="rgb24")
+                truth[len(decoded_pts)] = to_rgb(frame)
             if frame.key_frame:
                 decoded_keys.append(len(decoded_pts))
             decoded_pts.append(frame.pts)

@@ -38,6 +38,9 @@ __all__ = ["PyAVDecoder", "SeekFailed", "decoded_frames", "frames_to_decode", "p
 
 log = logging.getLogger(__name__)
 
+# swscale's thread count is an argument of VideoReformatter.reformat from PyAV 17 on.
+_ONE_THREAD = {"threads": 1} if int(av.__version__.split(".")[0]) >= 17 else {}
+
 
 def decoded_frames(container, stream) -> Iterator[av.VideoFrame]:
     """Every frame from the container's current position on. A packet the decoder rejects
@@ -66,9 +69,10 @@ def rgb_converter() -> Callable[[av.VideoFrame], np.ndarray]:
     per CPU), which cost half of a 32-frame all-intra clip's decode; a loader worker is one
     core anyway, and slice threading does not change the pixels. A context whose threads were
     kept alive would also be inherited, threads missing, by a forked child (a loader worker),
-    whose exit then freed it: a segfault seen in the suite."""
+    whose exit then freed it: a segfault seen in the suite. PyAV before 17 has no ``threads``
+    argument and converts on the calling thread anyway."""
     reformatter = VideoReformatter()
-    return lambda frame: reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+    return lambda frame: reformatter.reformat(frame, format="rgb24", **_ONE_THREAD).to_ndarray()
 
 
 class SeekFailed(Exception):
