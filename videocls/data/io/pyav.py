@@ -67,10 +67,10 @@ def rgb_converter() -> Callable[[av.VideoFrame], np.ndarray]:
 
     ``to_ndarray`` builds a new context per frame with FFmpeg's automatic threading (a thread
     per CPU), which cost half of a 32-frame all-intra clip's decode; a loader worker is one
-    core anyway, and slice threading does not change the pixels. A context whose threads were
-    kept alive would also be inherited, threads missing, by a forked child (a loader worker),
-    whose exit then freed it: a segfault seen in the suite. PyAV before 17 has no ``threads``
-    argument and converts on the calling thread anyway."""
+    core anyway, and slice threading does not change the pixels. (A context kept alive with
+    threads would also be inherited by forked children, whose threads do not exist there: the
+    fork rule in :mod:`~videocls.data.io.demux` covers that for every decoder.) PyAV before 17
+    has no ``threads`` argument and converts on the calling thread anyway."""
     reformatter = VideoReformatter()
     return lambda frame: reformatter.reformat(frame, format="rgb24", **_ONE_THREAD).to_ndarray()
 
