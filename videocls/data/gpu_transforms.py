@@ -126,22 +126,23 @@ class DeferredTransform:
         return torch.uint8
 
     def __call__(self, frames: torch.Tensor, rng: np.random.Generator, spatial_idx: int = 1):
-        clip = frames.permute(0, 3, 1, 2)  # T C H W, a view: channels-last in memory
         if not self.train:  # the CPU path up to its uint8 crop (the resize is skipped when done)
+            clip = frames.permute(0, 3, 1, 2)  # T C H W, a view: channels-last in memory
             clip = uniform_crop(short_side_resize(clip, self.min_short_side), self.crop_size, spatial_idx)
             return clip.permute(1, 0, 2, 3).contiguous()
-        clip = self.shrink(frames).permute(0, 3, 1, 2)
-        ys, xs = self._geometry(*clip.shape[-2:], rng)
+        frames = self.shrink(frames)  # T H W 3
+        num_frames, height, width = frames.shape[:3]
+        ys, xs = self._geometry(height, width, rng)
         if self.base.flip and rng.random() < 0.5:
             xs = xs[::-1]
         # Cut the pixels the resampling reads (numpy: no torch thread pool in a forked worker).
         y0, x0 = int(ys.min()), int(xs.min())
-        y1 = min(int(ys.max()) + 2, clip.shape[-2])
-        x1 = min(int(xs.max()) + 2, clip.shape[-1])
+        y1 = min(int(ys.max()) + 2, height)
+        x1 = min(int(xs.max()) + 2, width)
         if max(y1 - y0, x1 - x0) > self.canvas:  # a bound in __post_init__ is wrong: a bug
             raise AssertionError(f"region {y1 - y0}x{x1 - x0} exceeds the canvas {self.canvas}")
-        canvas = np.zeros((clip.shape[0], self.canvas, self.canvas, 3), dtype=np.uint8)
-        canvas[:, : y1 - y0, : x1 - x0] = clip.permute(0, 2, 3, 1).numpy()[:, y0:y1, x0:x1]
+        canvas = np.zeros((num_frames, self.canvas, self.canvas, 3), dtype=np.uint8)
+        canvas[:, : y1 - y0, : x1 - x0] = frames.numpy()[:, y0:y1, x0:x1]
         coords = np.stack([ys - y0, xs - x0]).clip(0, None)
         return {
             "frames": torch.from_numpy(canvas),
